@@ -1,5 +1,41 @@
-"""mugv.vae: the MUG-V two-stage video VAE."""
+"""mugv.vae: the MUG-V two-stage video VAE (8x8x8 compression, 24 latent channels)."""
+
+from mugv.vae._errors import VAECheckpointError, VAEConfigError, VAEError, VAEInputError
+from mugv.vae.config import CONFIGS, SpatialConfig, TemporalConfig, VAEConfig
+from mugv.vae.convert import convert_state_dict, load_authors_checkpoint
+from mugv.vae.frames import clips_to_batch, tensor_to_frames, video_to_tensor
+from mugv.vae.losses import LossConfig, PatchDiscriminator3D, psnr, ssim
+from mugv.vae.model import LatentCodec, VideoVAE
+from mugv.vae.stats import RunningStats, compute_latent_stats
+from mugv.vae.train import VAETrainConfig, VAETrainModule, make_step_fn, train_vae
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "CONFIGS",
+    "LatentCodec",
+    "LossConfig",
+    "PatchDiscriminator3D",
+    "RunningStats",
+    "SpatialConfig",
+    "TemporalConfig",
+    "VAECheckpointError",
+    "VAEConfig",
+    "VAEConfigError",
+    "VAEError",
+    "VAEInputError",
+    "VAETrainConfig",
+    "VAETrainModule",
+    "VideoVAE",
+    "__version__",
+    "clips_to_batch",
+    "compute_latent_stats",
+    "convert_state_dict",
+    "load_authors_checkpoint",
+    "make_step_fn",
+    "psnr",
+    "ssim",
+    "tensor_to_frames",
+    "train_vae",
+    "video_to_tensor",
+]
