@@ -66,13 +66,15 @@ def test_round_trip_psnr_at_crf18(tmp_path: Path) -> None:
     assert (tmp_path / "w.mp4").stat().st_size < path.stat().st_size
 
 
-def test_encode_video_bytes_decode_the_same(tmp_path: Path) -> None:
+def test_encode_video_bytes_equal_the_file(tmp_path: Path) -> None:
     frames = natural_clip(6)
     data = encode_video(frames, fps=12, crf=18)
-    from_bytes = read_video(data)
-    from_file = read_video(write_video(tmp_path / "c.mp4", frames, fps=12, crf=18))
+    (tmp_path / "c.mp4").write_bytes(data)
+    from_bytes, from_file = read_video(data), read_video(tmp_path / "c.mp4")
     np.testing.assert_array_equal(from_bytes.frames, from_file.frames)
     assert from_bytes.fps == pytest.approx(12)
+    assert from_bytes.source.startswith("<") and from_file.source == str(tmp_path / "c.mp4")
+    assert psnr(luma(from_bytes.frames), luma(frames)) >= 35
 
 
 def test_probe(clip_file: Path, tmp_path: Path) -> None:
@@ -174,6 +176,8 @@ def test_odd_sizes_are_padded_to_even(tmp_path: Path) -> None:
     assert psnr(luma(clip.frames[:, :33, :35]), luma(frames)) >= 35
     # The padding repeats the last row/column.
     assert psnr(luma(clip.frames[:, 33, :35]), luma(frames[:, 32])) > 30
+    full = read_video(write_video(tmp_path / "odd444.mp4", frames, fps=8, pix_fmt="yuv444p"))
+    assert full.frames.shape == frames.shape
 
 
 def test_resize_crop_pad_stretch(clip_file: Path) -> None:

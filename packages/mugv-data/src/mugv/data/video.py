@@ -464,8 +464,9 @@ def _encode(
     preset: str,
     pix_fmt: PixFmt,
 ) -> None:
-    # yuv420p halves chroma resolution: H.264 needs even sizes, so odd ones are padded by
-    # repeating the last row/column (nothing is lost; the decoded clip is 1 px larger).
+    # yuv420p halves chroma resolution, so H.264 needs even sizes there: odd ones are padded
+    # by repeating the last row/column (nothing is lost; the decoded clip is 1 px larger).
+    # yuv444p takes any size.
     t, h, w, _ = frames.shape
     if pix_fmt == "yuv420p":
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
@@ -473,6 +474,8 @@ def _encode(
     with av.open(target, mode="w", format=fmt) as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+        # x264's macroblock-tree rate control is not bit-reproducible on tiny frames (~64 px):
+        # the bytes may differ between runs; the decoded frames stay within codec tolerance.
         stream.options = {"crf": str(crf), "preset": preset}
         for i in range(t):
             frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24").reformat(format=pix_fmt)
