@@ -17,6 +17,7 @@ from mugv.retrieval.retrieval import (
     retrieval_metrics,
 )
 from mugv.retrieval.scorer import TWBertScorer
+from mugv.retrieval.search import SearchHit, VideoLibrary
 from mugv.retrieval.video_encoder import VideoEncoder, VideoFeatures
 
 __version__ = "0.1.0"
@@ -30,6 +31,7 @@ __all__ = [
     "InputError",
     "LossWeights",
     "RetrievalError",
+    "SearchHit",
     "TWBert",
     "TWBertConfig",
     "TWBertObjective",
@@ -39,6 +41,7 @@ __all__ = [
     "VideoEncoderConfig",
     "VideoFeatures",
     "VideoIndex",
+    "VideoLibrary",
     "__version__",
     "base",
     "clip_to_tensor",

@@ -2,15 +2,16 @@
 
 The score of a (clip, text) pair is the probability of "match" from the VTM head, in [0, 1];
 `mode="contrastive"` gives the cosine similarity of the contrastive embeddings instead
-(cheaper, no cross-modal pass). A bad item (unreadable clip, empty text) becomes NaN with a
-logged warning that names it; the batch always completes.
+(cheaper, no cross-modal pass). A bad item (unreadable clip or file, empty text) becomes NaN
+with a logged warning that names it; the batch always completes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from mugv.data import VideoClip
 from mugv.retrieval._errors import ConfigError, InputError
 from mugv.retrieval.model import TWBert
 from mugv.retrieval.preprocess import clip_to_tensor
+from mugv.retrieval.search import read_clip_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -34,30 +36,36 @@ class TWBertScorer:
         self.batch_size = batch_size
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, **kwargs) -> TWBertScorer:
+    def from_pretrained(cls, folder: str | Path, **kwargs: Any) -> TWBertScorer:
         return cls(TWBert.from_pretrained(folder), **kwargs)
 
-    def _prepare(self, clips: Sequence[VideoClip], texts: Sequence[str]):
-        video = self.model.config.video
+    def score(self, clips: Sequence[VideoClip], texts: Sequence[str]) -> np.ndarray:
+        """(N,) float scores of clip i against text i; NaN for an item that failed."""
+        v = self.model.config.video
+        return self._score(clips, texts, lambda c: clip_to_tensor(c, v.num_frames, v.image_size))
+
+    def score_files(self, paths: Sequence[str | Path], texts: Sequence[str]) -> np.ndarray:
+        """Like `score` for video files; an unreadable file scores NaN with a warning."""
+        return self._score(paths, texts, lambda p: read_clip_tensor(self.model, p))
+
+    @torch.no_grad()
+    def _score(
+        self, items: Sequence[Any], texts: Sequence[str], load: Callable[[Any], torch.Tensor]
+    ) -> np.ndarray:
+        if len(items) != len(texts):
+            raise InputError(
+                f"score() needs one text per clip; got {len(items)} clips and {len(texts)} texts"
+            )
+        out = np.full(len(items), np.nan, dtype=np.float64)
         good, frames = [], []
-        for i, (clip, text) in enumerate(zip(clips, texts)):
+        for i, (item, text) in enumerate(zip(items, texts)):
             try:
                 if not isinstance(text, str) or not text.strip():
                     raise InputError(f"text {text!r} is empty; give the clip a caption")
-                frames.append(clip_to_tensor(clip, video.num_frames, video.image_size))
+                frames.append(load(item))
                 good.append(i)
             except InputError as err:
                 logger.warning("item %d not scored (NaN): %s", i, err)
-        return good, frames
-
-    @torch.no_grad()
-    def score(self, clips: Sequence[VideoClip], texts: Sequence[str]) -> np.ndarray:
-        if len(clips) != len(texts):
-            raise InputError(
-                f"score() needs one text per clip; got {len(clips)} clips and {len(texts)} texts"
-            )
-        out = np.full(len(clips), np.nan, dtype=np.float64)
-        good, frames = self._prepare(clips, texts)
         model = self.model
         for start in range(0, len(good), self.batch_size):
             idx = good[start : start + self.batch_size]
