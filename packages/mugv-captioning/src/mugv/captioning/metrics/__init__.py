@@ -29,11 +29,12 @@ def evaluate_captions(
     references: Mapping[object, Sequence[str]],
     hypotheses: Mapping[object, str],
     *,
-    meteor: bool = True,
+    meteor: bool | Meteor = True,
 ) -> dict[str, float]:
     """Raw captions in, ``{"BLEU-1".."BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"}`` out.
 
-    ``meteor=False`` skips the Java metric (no JVM needed).
+    ``meteor=False`` skips the Java metric (no JVM needed); a :class:`Meteor` instance is reused
+    (its JVM takes seconds to start).
     """
     gts = tokenize_captions({k: list(v) for k, v in references.items()})
     res = tokenize_captions({k: [hypotheses[k]] for k in references if k in hypotheses})
@@ -41,7 +42,9 @@ def evaluate_captions(
         missing = [k for k in references if k not in hypotheses][:5]
         raise MetricError(f"no hypothesis for keys {missing}; give one caption per reference key")
     out = {f"BLEU-{i + 1}": b for i, b in enumerate(bleu(gts, res)[0])}
-    if meteor:
+    if isinstance(meteor, Meteor):
+        out["METEOR"] = meteor.compute_score(gts, res)[0]
+    elif meteor:
         with Meteor() as m:
             out["METEOR"] = m.compute_score(gts, res)[0]
     out["ROUGE-L"] = rouge_l(gts, res)[0]
