@@ -19,6 +19,7 @@ from mugv.data.video import (
     read_image,
     read_video,
     resize_frames,
+    sample_clip,
     write_image,
     write_video,
 )
@@ -124,6 +125,18 @@ def test_sampled_decode_equals_decode_everything(clip_file: Path) -> None:
         ({"num_frames": 4}, [0, 13, 26, 39]),
     ]:
         np.testing.assert_array_equal(read_video(clip_file, **kwargs).frames, everything[idx])
+
+
+def test_sample_clip_matches_read_video(clip_file: Path) -> None:
+    everything = read_video(clip_file)
+    for kwargs in [{"every": 3}, {"num_frames": 7}, {"fps": 4, "start": 0.5}, {"end": 1.0}]:
+        from_file, in_memory = read_video(clip_file, **kwargs), sample_clip(everything, **kwargs)
+        np.testing.assert_array_equal(in_memory.frames, from_file.frames)
+        assert in_memory.metadata["frame_times"] == from_file.metadata["frame_times"]
+        assert in_memory.fps == pytest.approx(from_file.fps)
+    assert sample_clip(everything, size=(16, 20)).frames.shape == (40, 16, 20, 3)
+    with pytest.raises(VideoError, match="no frame"):
+        sample_clip(everything, start=5.0)
 
 
 def test_sampled_decode_seeks_instead_of_decoding_everything(

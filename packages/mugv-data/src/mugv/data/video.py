@@ -40,6 +40,7 @@ __all__ = [
     "read_image",
     "read_video",
     "resize_frames",
+    "sample_clip",
     "write_image",
     "write_video",
 ]
@@ -352,6 +353,33 @@ def _decode_at(
     return out, decoded
 
 
+def _check_sampling(
+    start: float,
+    end: float | None,
+    every: int | None,
+    num_frames: int | None,
+    fps: float | None,
+    size: tuple[int, int] | None,
+    fit: str,
+) -> None:
+    if every is not None and (num_frames is not None or fps is not None):
+        raise ValueError(
+            "read_video: choose one sampling among every=, num_frames= and fps= "
+            "(fps= may be combined with num_frames=)"
+        )
+    for name, value in (("every", every), ("num_frames", num_frames)):
+        if value is not None and value < 1:
+            raise ValueError(f"read_video: {name} must be >= 1; got {value}")
+    if fps is not None and not fps > 0:
+        raise ValueError(f"read_video: fps must be positive; got {fps}")
+    if start < 0 or (end is not None and end <= start):
+        raise ValueError(f"read_video: need 0 <= start < end; got start={start}, end={end}")
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise ValueError(f"read_video: size must be (height, width) >= 1; got {size}")
+    if fit not in ("crop", "pad", "stretch"):
+        raise ValueError(f"read_video: fit must be 'crop', 'pad' or 'stretch'; got {fit!r}")
+
+
 def read_video(
     source: Source,
     *,
@@ -374,23 +402,7 @@ def read_video(
     ``metadata["frame_times"]`` holds each returned frame's time in the source, in seconds.
     """
     label = _label(source)
-    if every is not None and (num_frames is not None or fps is not None):
-        raise ValueError(
-            "read_video: choose one sampling among every=, num_frames= and fps= "
-            "(fps= may be combined with num_frames=)"
-        )
-    for name, value in (("every", every), ("num_frames", num_frames)):
-        if value is not None and value < 1:
-            raise ValueError(f"read_video: {name} must be >= 1; got {value}")
-    if fps is not None and not fps > 0:
-        raise ValueError(f"read_video: fps must be positive; got {fps}")
-    if start < 0 or (end is not None and end <= start):
-        raise ValueError(f"read_video: need 0 <= start < end; got start={start}, end={end}")
-    if size is not None and (len(size) != 2 or min(size) < 1):
-        raise ValueError(f"read_video: size must be (height, width) >= 1; got {size}")
-    if fit not in ("crop", "pad", "stretch"):
-        raise ValueError(f"read_video: fit must be 'crop', 'pad' or 'stretch'; got {fit!r}")
-
+    _check_sampling(start, end, every, num_frames, fps, size, fit)
     with _open_video(source) as (container, stream), _raising(label, "decode it"):
         index = _index(container, stream, label)
         try:
@@ -430,6 +442,42 @@ def read_video(
             "rotation": min(rotations),
             "codec": stream.codec_context.name,
         },
+    )
+
+
+def sample_clip(
+    clip: VideoClip,
+    *,
+    start: float = 0.0,
+    end: float | None = None,
+    every: int | None = None,
+    num_frames: int | None = None,
+    fps: float | None = None,
+    size: tuple[int, int] | None = None,
+    fit: Fit = "crop",
+) -> VideoClip:
+    """The sampling and resizing of `read_video`, applied to frames already in memory."""
+    _check_sampling(start, end, every, num_frames, fps, size, fit)
+    label = clip.source or "<clip in memory>"
+    times = np.arange(clip.num_frames) / clip.fps
+    try:
+        idx, out_fps, span = _select(
+            times, clip.duration, start=start, end=end, every=every, num_frames=num_frames, fps=fps
+        )
+    except ValueError as exc:
+        raise VideoError(f"{label}: {exc}", source=label) from exc
+    if idx.size == 0:
+        raise VideoError(
+            f"{label}: no frame in [{start}, {end}) s; the clip lasts {clip.duration:.3f} s",
+            source=label,
+        )
+    frames = clip.frames[idx]
+    return VideoClip(
+        frames=frames if size is None else resize_frames(frames, size, fit),
+        fps=float(out_fps),
+        source=clip.source,
+        span=(float(span[0]), float(span[1])),
+        metadata={**clip.metadata, "frame_times": [round(float(t), 6) for t in times[idx]]},
     )
 
 
