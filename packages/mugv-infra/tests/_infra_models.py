@@ -59,3 +59,19 @@ class TinyRegressor(MegatronModule):
         h = self.embed(x)  # (s, b, d)
         h = self.block(h, attention_mask=None)  # (s, b, d)
         return self.head(h)
+
+
+def regression_data(n: int = 64, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 6, 8) inputs and targets of a fixed random linear-ish map."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, 8, generator=gen)
+    y = torch.tanh(x.flip(1) * 0.7 + 0.1)
+    return x, y
+
+
+def regression_step(model, batch, noise: float = 0.01):
+    """MSE of the model on a batch-first (x, y), with input noise from the default RNG."""
+    x, y = batch
+    x = x + noise * torch.randn_like(x)  # exercises the RNG state in resume tests
+    pred = model(x.transpose(0, 1)).transpose(0, 1)  # (b, s, 8)
+    return F.mse_loss(pred, y)

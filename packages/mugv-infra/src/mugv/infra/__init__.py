@@ -1,7 +1,23 @@
 """mugv.infra: the distributed training runtime on Megatron-Core."""
 
-from mugv.infra._errors import CheckpointError, ConfigError, DistributedError, InfraError, RankError
+from mugv.infra._errors import (
+    CheckpointError,
+    ConfigError,
+    DistributedError,
+    InfraError,
+    RankError,
+)
 from mugv.infra._rng import CpuRNGStatesTracker, get_rng_state, manual_seed, set_rng_state
+from mugv.infra.checkpoint import (
+    CheckpointManager,
+    complete_checkpoints,
+    export_safetensors,
+    latest_checkpoint,
+)
+from mugv.infra.data import ShuffledBatches
+from mugv.infra.data_parallel import TorchDataParallel
+from mugv.infra.ema import EMA
+from mugv.infra.meter import PEAK_BF16_FLOPS, ThroughputMeter, peak_flops
 from mugv.infra.parallel import (
     DistInfo,
     ParallelConfig,
@@ -10,11 +26,16 @@ from mugv.infra.parallel import (
     launch_env,
     single_process,
 )
+from mugv.infra.schedule import lr_at
+from mugv.infra.trainer import StepOutput, Trainer, TrainerConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EMA",
+    "PEAK_BF16_FLOPS",
     "CheckpointError",
+    "CheckpointManager",
     "ConfigError",
     "CpuRNGStatesTracker",
     "DistInfo",
@@ -22,12 +43,23 @@ __all__ = [
     "InfraError",
     "ParallelConfig",
     "RankError",
+    "ShuffledBatches",
+    "StepOutput",
+    "ThroughputMeter",
+    "TorchDataParallel",
+    "Trainer",
+    "TrainerConfig",
     "__version__",
+    "complete_checkpoints",
     "destroy_distributed",
+    "export_safetensors",
     "get_rng_state",
     "init_distributed",
+    "latest_checkpoint",
     "launch_env",
+    "lr_at",
     "manual_seed",
+    "peak_flops",
     "set_rng_state",
     "single_process",
 ]

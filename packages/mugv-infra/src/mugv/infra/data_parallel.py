@@ -1,0 +1,117 @@
+"""Data-parallel gradient sync, clipping and AdamW behind one small interface.
+
+`TorchDataParallel` is the plain-PyTorch implementation used on CPU (gloo) and for models
+that are not Megatron modules: after the last micro-batch the gradients are flattened into
+one buffer, summed over the data-parallel group and divided by its size; with sequence
+parallelism, the gradients of parameters Megatron marks `sequence_parallel` (LayerNorms) are
+first summed over the tensor-parallel group, as Megatron's `finalize_model_grads` does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+
+def _all_reduce_grads(grads: list[torch.Tensor], group: dist.ProcessGroup, scale: float) -> None:
+    flat = _flatten_dense_tensors(grads)
+    dist.all_reduce(flat, group=group)
+    if scale != 1.0:
+        flat.mul_(scale)
+    for grad, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
+        grad.copy_(synced)
+
+
+class TorchDataParallel:
+    """AdamW (decoupled weight decay on matrices only) with DP-averaged, clipped gradients."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        lr: float,
+        betas: tuple[float, float],
+        eps: float,
+        weight_decay: float,
+    ) -> None:
+        from megatron.core import parallel_state
+
+        self.model = model
+        self.named_params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.params = list(self.named_params.values())
+        decay = [p for p in self.params if p.dim() >= 2]
+        no_decay = [p for p in self.params if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            foreach=True,
+        )
+        self.dp_group = parallel_state.get_data_parallel_group(with_context_parallel=True)
+        self.dp_size = dist.get_world_size(self.dp_group)
+        self.tp_group = parallel_state.get_tensor_model_parallel_group()
+        self.tp_size = dist.get_world_size(self.tp_group)
+        self.tp_rank = dist.get_rank(self.tp_group)
+        self.sp_params = [p for p in self.params if getattr(p, "sequence_parallel", False)]
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def finish_grad_sync(self) -> None:
+        """Sums SP LayerNorm grads over TP, then averages every grad over DP."""
+        for p in self.params:
+            if p.grad is None:  # unused this step: a zero grad keeps ranks' buffers aligned
+                p.grad = torch.zeros_like(p)
+        if self.sp_params and self.tp_size > 1:
+            _all_reduce_grads([p.grad for p in self.sp_params], self.tp_group, 1.0)
+        if self.dp_size > 1:
+            _all_reduce_grads([p.grad for p in self.params], self.dp_group, 1.0 / self.dp_size)
+
+    def grad_norm(self) -> torch.Tensor:
+        """Global L2 norm over the whole model: TP shards summed, TP duplicates counted once."""
+        mine = [
+            p.grad
+            for p in self.params
+            if getattr(p, "tensor_model_parallel", False) or self.tp_rank == 0
+        ]
+        norms = torch._foreach_norm(mine) if mine else []
+        sq = torch.stack(norms).square().sum() if norms else torch.zeros(())
+        sq = sq.to(torch.float32)
+        if self.tp_size > 1:
+            dist.all_reduce(sq, group=self.tp_group)
+        return sq.sqrt()
+
+    def step(self, lr: float, max_norm: float | None) -> torch.Tensor:
+        """Syncs, clips to `max_norm` (if set), steps AdamW at `lr`; returns the pre-clip norm."""
+        self.finish_grad_sync()
+        norm = self.grad_norm()
+        if max_norm is not None:
+            coeff = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+            torch._foreach_mul_([p.grad for p in self.params], coeff)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        return norm
+
+    def optimizer_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """AdamW state by `<param name>.<key>` and the parameter each is laid out like.
+
+        Missing state (before the first step) is created as zeros so a load has targets.
+        """
+        tensors, like = {}, {}
+        for name, p in self.named_params.items():
+            state = self.optimizer.state[p]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            for key, value in state.items():
+                tensors[f"{name}.{key}"] = value
+                like[f"{name}.{key}"] = p
+        return tensors, like
