@@ -165,9 +165,10 @@ CONFIGS: dict[str, VAEConfig] = {
     # Trains on a CPU in minutes on the synthetic world (64x64, 16-frame clips); same 8x8x8 shape.
     "small": VAEConfig(
         spatial=SpatialConfig(
-            block_out_channels=(32, 64, 64, 64),
+            block_out_channels=(16, 32, 64, 64),
             layers_per_block=1,
             norm_groups=8,
+            mid_attention=False,
             scaling_factor=1.0,
         ),
         temporal=TemporalConfig(

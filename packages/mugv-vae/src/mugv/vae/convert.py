@@ -73,7 +73,8 @@ def convert_state_dict(
             continue
         if key in ("shift", "scale"):
             name = "latent_mean" if key == "shift" else "latent_std"
-            out[name] = value.reshape(-1).float() * torch.ones(config.latent_channels)
+            value = value.reshape(-1).float()  # (1, C, 1, 1, 1) or a scalar
+            out[name] = value.expand(config.latent_channels) if value.numel() == 1 else value
             origin[name] = key
             continue
         new = _rename(key)
