@@ -18,7 +18,7 @@ DISTRIBUTIONS = (
 )
 
 # Sub-command modules: each exposes `add_parser(subparsers)` and sets `func` on its parser.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("curate",)
 
 
 def installed_versions() -> dict[str, str | None]:
@@ -49,11 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate videos, caption scene graphs (TSG) and retrieve videos (TW-BERT).",
     )
     parser.add_argument("--version", action=_VersionAction)
-    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
     for module_name in COMMANDS:
         module = importlib.import_module(f"mugv.apps.{module_name}")
         module.add_parser(subparsers)
     return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean 'the input or config is wrong': printed, not traced."""
+    from mugv.apps._config import AppError
+    from mugv.data import DataError
+
+    return (AppError, DataError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,7 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as exc:
+        print(f"mugv {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
