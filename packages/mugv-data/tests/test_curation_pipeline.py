@@ -1,7 +1,6 @@
 """The curation pipeline end to end on a corpus with known answers: accuracy, nothing lost,
 resume after kill -9, and the Ray executor giving the same manifest."""
 
-import json
 import os
 import signal
 import subprocess
@@ -10,8 +9,13 @@ import time
 
 import pytest
 
-from mugv.data.curation import CurationConfig, LocalExecutor, read_manifest, run_curation
-from mugv.data.curation import write_report
+from mugv.data.curation import (
+    CurationConfig,
+    LocalExecutor,
+    read_manifest,
+    run_curation,
+    write_report,
+)
 from mugv.data.curation.synthetic import evaluate_curation, make_corpus
 from mugv.data.shards import read_shard
 
@@ -26,11 +30,6 @@ def corpus(tmp_path_factory):
 def curated(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("curated")
     return run_curation([item.path for item in corpus], out, CurationConfig()), out
-
-
-def _stable(rows):
-    """Manifest rows without run-dependent fields (none today; kept explicit)."""
-    return json.dumps(rows, sort_keys=True)
 
 
 def test_every_input_accounted_for_and_filters_work(corpus, curated):

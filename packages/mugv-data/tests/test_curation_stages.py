@@ -3,8 +3,14 @@
 import numpy as np
 import pytest
 
-from mugv.data.curation import CurationConfig, CurationError, SplitConfig, extract_entities
-from mugv.data.curation import filters, scenes
+from mugv.data.curation import (
+    CurationConfig,
+    CurationError,
+    SplitConfig,
+    extract_entities,
+    filters,
+    scenes,
+)
 from mugv.data.curation.synthetic import _blur, _overlay
 from mugv.data.world import SyntheticWorld, WorldConfig
 
@@ -94,6 +100,6 @@ def test_config_errors_name_the_field():
         CurationConfig.from_dict({"blurr": {}})
     with pytest.raises(CurationError, match=r"motion: unknown field\(s\) \['min'\]"):
         CurationConfig.from_dict({"motion": {"min": 1}})
-    with pytest.raises(CurationError, match="min .* must be <= max"):
+    with pytest.raises(CurationError, match=r"min .* must be <= max"):
         CurationConfig.from_dict({"motion": {"min_flow": 3, "max_flow": 1}})
     assert CurationConfig.from_dict({"blur": {"min_sharpness": 0.5}}).blur.min_sharpness == 0.5
