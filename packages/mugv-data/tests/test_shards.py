@@ -75,10 +75,14 @@ def assert_same_annotations(got: ShardSample, want: CaptionedClip) -> None:
     assert got.trajectories[0].label == "square"
 
 
-@pytest.mark.parametrize("clip_format", ["mp4", "png", "jpg"])
+@pytest.mark.parametrize("clip_format", ["mp4", "mp4-444", "png", "jpg"])
 @pytest.mark.parametrize("tensor_format", ["safetensors", "npy"])
 def test_round_trip(tmp_path: Path, clip_format: str, tensor_format: str) -> None:
-    with ShardWriter(tmp_path, clip_format=clip_format, tensor_format=tensor_format) as writer:
+    pix_fmt = "yuv444p" if clip_format == "mp4-444" else "yuv420p"
+    clip_format = clip_format.removesuffix("-444")
+    with ShardWriter(
+        tmp_path, clip_format=clip_format, pix_fmt=pix_fmt, tensor_format=tensor_format
+    ) as writer:
         for i in range(3):
             writer.write(
                 make_sample(i),

@@ -46,7 +46,14 @@ from mugv.data._schema import (
     Trajectory,
     VideoClip,
 )
-from mugv.data.video import decode_image, encode_image, encode_video, read_video, sample_clip
+from mugv.data.video import (
+    PixFmt,
+    decode_image,
+    encode_image,
+    encode_video,
+    read_video,
+    sample_clip,
+)
 
 __all__ = [
     "ShardDataset",
@@ -165,7 +172,11 @@ def _as_numpy(key: str, name: str, value: Any) -> np.ndarray:
 
 
 def _encode_sample(
-    sample: ShardSample, clip_format: ClipFormat, crf: int, tensor_format: TensorFormat
+    sample: ShardSample,
+    clip_format: ClipFormat,
+    crf: int,
+    pix_fmt: PixFmt,
+    tensor_format: TensorFormat,
 ) -> dict[str, bytes]:
     """The tar members (extension -> bytes) of one sample."""
     key = sample.key
@@ -200,7 +211,7 @@ def _encode_sample(
             "format": clip_format,
         }
         if clip_format == "mp4":
-            members["mp4"] = encode_video(clip, crf=crf)
+            members["mp4"] = encode_video(clip, crf=crf, pix_fmt=pix_fmt)
         else:
             for t, frame in enumerate(clip.frames):
                 members[f"{t:04d}.{clip_format}"] = encode_image(frame, clip_format)
@@ -302,7 +313,10 @@ class ShardWriter:
 
     A shard is closed once it holds `max_count` samples or the next sample would make the
     file larger than `max_bytes` (tar headers and padding counted; a sample larger on its own
-    gets a shard of its own). Writers that share a directory need distinct prefixes, e.g. ``f"r{rank}-w{worker}"``.
+    gets a shard of its own). Writers that share a directory need distinct prefixes, e.g.
+    ``f"r{rank}-w{worker}"``. ``pix_fmt="yuv444p"`` keeps full colour resolution, so hard
+    colour edges survive (RGB PSNR ~44 dB vs ~33 dB on the synthetic world at crf 18), for
+    clips that no hardware decoder or browser has to play.
     """
 
     def __init__(
@@ -314,6 +328,7 @@ class ShardWriter:
         max_bytes: int = 1 << 30,
         clip_format: ClipFormat = "mp4",
         crf: int = 18,
+        pix_fmt: PixFmt = "yuv420p",
         tensor_format: TensorFormat = "safetensors",
     ) -> None:
         if max_count < 1 or max_bytes < 1:
@@ -335,7 +350,8 @@ class ShardWriter:
         self.directory = Path(directory)
         self.prefix = prefix
         self.max_count, self.max_bytes = max_count, max_bytes
-        self.clip_format, self.crf, self.tensor_format = clip_format, crf, tensor_format
+        self.clip_format, self.crf, self.pix_fmt = clip_format, crf, pix_fmt
+        self.tensor_format = tensor_format
         self.manifest_path = self.directory / f"{prefix}{_MANIFEST_SUFFIX}"
         if self.manifest_path.exists():
             raise ShardError(
@@ -358,7 +374,9 @@ class ShardWriter:
             sample = ShardSample(**{**sample.__dict__, "tensors": {**sample.tensors, **tensors}})
         if sample.key in self._seen:
             raise ShardError(f"ShardWriter {self.prefix!r}: key {sample.key!r} written twice")
-        members = _encode_sample(sample, self.clip_format, self.crf, self.tensor_format)
+        members = _encode_sample(
+            sample, self.clip_format, self.crf, self.pix_fmt, self.tensor_format
+        )
         size = sum(_member_bytes(len(data)) for data in members.values())
         if self._tar is not None and (
             len(self._keys) >= self.max_count or _archive_bytes(self._bytes + size) > self.max_bytes
