@@ -1,0 +1,182 @@
+"""Self- and cross-attention of a MUGDiT block, with QK-RMSNorm, 3D RoPE and CP awareness.
+
+The projections and the core attention come from a `ModuleSpec` (Megatron or
+TransformerEngine linears; our SDPA core or TE's fused attention). Heads are split over the
+tensor-parallel ranks: q/k/v projections are column-parallel with their output laid out
+(heads, 3, head_dim) so each rank owns whole heads, the output projection is row-parallel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from megatron.core.transformer.enums import AttnMaskType
+from megatron.core.transformer.module import MegatronModule
+from megatron.core.transformer.spec_utils import ModuleSpec, build_module
+from megatron.core.transformer.transformer_config import TransformerConfig
+from torch import Tensor, nn
+
+from mugv.dit.parallel import SequenceSharding
+from mugv.dit.rope3d import apply_rope
+
+
+class SDPAttention(MegatronModule):
+    """Core attention with `torch.nn.functional.scaled_dot_product_attention` (CPU and GPU).
+
+    Megatron's signature: q, k, v (s, B, heads, head_dim) -> (s_q, B, heads * head_dim);
+    `attention_mask` (B, 1, 1, s_k) bool with True = masked out (Megatron/TE convention), or
+    a (q_mask, kv_mask) pair of which the kv mask is used. Text is masked, not packed, here.
+    """
+
+    def __init__(
+        self,
+        config: TransformerConfig,
+        layer_number: int,
+        attn_mask_type: AttnMaskType,
+        attention_type: str,
+        **_: object,
+    ):
+        super().__init__(config=config)
+        self.attention_type = attention_type
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        attention_mask: Tensor | tuple[Tensor, Tensor] | None,
+        attn_mask_type: AttnMaskType | None = None,
+        **_: object,
+    ) -> Tensor:
+        if isinstance(attention_mask, tuple):
+            attention_mask = attention_mask[1]
+        q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # (B, heads, s, D)
+        allowed = None if attention_mask is None else ~attention_mask
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, heads, s_q, D)
+        return out.permute(2, 0, 1, 3).flatten(2)  # (s_q, B, heads*D)
+
+
+class HeadRMSNorm(nn.Module):
+    """RMSNorm over the head dim with a weight (no bias), eps 1e-6 (QK-norm)."""
+
+    def __init__(self, head_dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(head_dim))
+
+    def forward(self, x: Tensor, weight: Tensor) -> Tensor:
+        return F.rms_norm(x, x.shape[-1:], weight=weight, eps=self.eps)
+
+
+@dataclasses.dataclass
+class AttentionSubmodules:
+    linear_in: ModuleSpec | type  # qkv (self) or q (cross): column-parallel
+    linear_kv: ModuleSpec | type | None  # cross only: column-parallel on the text
+    core_attention: ModuleSpec | type
+    linear_proj: ModuleSpec | type  # row-parallel
+
+
+def _column(spec, config: TransformerConfig, n_in: int, n_out: int, name: str) -> nn.Module:
+    return build_module(
+        spec,
+        n_in,
+        n_out,
+        config=config,
+        init_method=config.init_method,
+        gather_output=False,
+        bias=True,
+        skip_bias_add=False,
+        is_expert=False,
+        tp_comm_buffer_name=name,
+    )
+
+
+def _row(spec, config: TransformerConfig, n_in: int, n_out: int, name: str) -> nn.Module:
+    return build_module(
+        spec,
+        n_in,
+        n_out,
+        config=config,
+        init_method=config.output_layer_init_method,
+        bias=True,
+        input_is_parallel=True,
+        skip_bias_add=False,
+        is_expert=False,
+        tp_comm_buffer_name=name,
+    )
+
+
+class Attention(MegatronModule):
+    """Full 3D self-attention (`cross=False`) or cross-attention to text (`cross=True`).
+
+    Self: x (s, B, d) -> qkv -> q/k RMSNorm per head -> 3D RoPE -> attention over the whole
+    video sequence (keys gathered over CP ranks) -> proj. Cross: queries from x, keys/values
+    from the text (L, B, d), q/k RMSNorm, no RoPE, each sample sees only its valid tokens.
+    """
+
+    def __init__(
+        self,
+        config: TransformerConfig,
+        submodules: AttentionSubmodules,
+        layer_number: int,
+        sharding: SequenceSharding,
+        cross: bool,
+        eps: float,
+    ):
+        super().__init__(config=config)
+        d = config.hidden_size
+        self.cross, self.sharding = cross, sharding
+        self.head_dim = config.kv_channels
+        self.local_heads = config.num_attention_heads // sharding.tp_size
+        if cross:
+            self.linear_q = _column(submodules.linear_in, config, d, d, "q")
+            self.linear_kv = _column(submodules.linear_kv, config, d, 2 * d, "kv")
+        else:
+            self.linear_qkv = _column(submodules.linear_in, config, d, 3 * d, "qkv")
+        self.q_norm = HeadRMSNorm(self.head_dim, eps)
+        self.k_norm = HeadRMSNorm(self.head_dim, eps)
+        self.core_attention = build_module(
+            submodules.core_attention,
+            config=config,
+            layer_number=layer_number,
+            attn_mask_type=AttnMaskType.padding if cross else AttnMaskType.no_mask,
+            attention_type="cross" if cross else "self",
+        )
+        self.linear_proj = _row(submodules.linear_proj, config, d, d, "proj")
+
+    def _norms(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        shard = self.sharding
+        q = self.q_norm(q, shard.tp_shared(self.q_norm.weight, sharded_input=True))
+        k = self.k_norm(k, shard.tp_shared(self.k_norm.weight, sharded_input=True))
+        return q, k
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        rope: Tensor | None = None,
+        mask: Tensor | None = None,
+        text: Tensor | None = None,
+    ) -> Tensor:
+        """x (s_sp, B, d) -> (s_sp, B, d). rope: (s_cp, B, 1, D/2) angles of this CP rank's
+        tokens; mask: (B, 1, 1, keys) True = ignore; text: (L, B, d) for cross-attention."""
+        shard = self.sharding
+        x = shard.sp_gather(x)  # (s_cp, B, d)
+        s, b = x.shape[:2]
+        if self.cross:
+            q, _ = self.linear_q(x)
+            q = q.view(s, b, self.local_heads, self.head_dim)
+            kv, _ = self.linear_kv(text)  # (L, B, 2*d/tp) laid out (heads, 2, D)
+            k, v = kv.view(text.shape[0], b, self.local_heads, 2, self.head_dim).unbind(3)
+            q, k = self._norms(q, k)
+        else:
+            qkv, _ = self.linear_qkv(x)  # (s, B, 3*d/tp) laid out (heads, 3, D)
+            q, k, v = qkv.view(s, b, self.local_heads, 3, self.head_dim).unbind(3)
+            q, k = self._norms(q, k)
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
+            k, v = shard.cp_gather_kv(k), shard.cp_gather_kv(v)  # (S, B, heads, D)
+        out = self.core_attention(q, k, v, mask)  # (s_cp, B, heads*D / tp)
+        out, _ = self.linear_proj(out)  # (s_cp, B, d), reduced over TP
+        return shard.sp_split(out)

@@ -1,0 +1,365 @@
+"""MUGDiT: the MUG-V diffusion transformer as a Megatron-Core `VisionModule` (SPEC "MUG-V DiT").
+
+    x (B, 24, T, H, W) -> patch (1, 2, 2) tokens -> [start, tokens, end] -> depth x block ->
+    final adaLN layer -> unpatchify -> velocity (B, 24, T, H, W)
+
+Block (PixArt-alpha / Open-Sora lineage): adaLN LayerNorm -> 3D self-attention (QK-RMSNorm,
+3D RoPE) -> gated residual; affine LayerNorm -> cross-attention to text -> residual; adaLN
+LayerNorm -> MLP -> gated residual. adaLN-single: one `t_block` on t_emb + fps_emb, plus a
+6 x d table per block; tokens of conditioning frames use the t = 0 modulation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import einops
+import torch
+import torch.nn.functional as F
+from megatron.core import parallel_state
+from megatron.core.models.common.vision_module.vision_module import VisionModule
+from megatron.core.transformer.module import MegatronModule
+from megatron.core.transformer.spec_utils import ModuleSpec, build_module
+from megatron.core.transformer.transformer_config import TransformerConfig
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from mugv.dit.adaln import modulate, token_modulation
+from mugv.dit.attention import Attention, AttentionSubmodules, _column, _row
+from mugv.dit.config import DiTConfig, DiTError
+from mugv.dit.embedders import CaptionEmbedder, PatchEmbed3D, TimestepEmbedder
+from mugv.dit.flops import dit_forward_flops
+from mugv.dit.parallel import SequenceSharding
+from mugv.dit.pretrained import PretrainedMixin
+from mugv.dit.rope3d import rope_angles, video_positions
+
+
+@dataclasses.dataclass
+class MUGDiTLayerSubmodules:
+    self_attention: AttentionSubmodules
+    cross_attention: AttentionSubmodules
+    linear_fc1: ModuleSpec | type
+    linear_fc2: ModuleSpec | type
+
+
+class MLP(MegatronModule):
+    """d -> 4d (column-parallel) -> GELU(tanh) -> d (row-parallel)."""
+
+    def __init__(self, config: TransformerConfig, fc1, fc2, sharding: SequenceSharding):
+        super().__init__(config=config)
+        self.sharding = sharding
+        self.linear_fc1 = _column(fc1, config, config.hidden_size, config.ffn_hidden_size, "fc1")
+        self.linear_fc2 = _row(fc2, config, config.ffn_hidden_size, config.hidden_size, "fc2")
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, _ = self.linear_fc1(self.sharding.sp_gather(x))  # (s_cp, B, 4d/tp)
+        h, _ = self.linear_fc2(F.gelu(h, approximate="tanh"))  # (s_cp, B, d)
+        return self.sharding.sp_split(h)
+
+
+class MUGDiTLayer(MegatronModule):
+    """One MUGDiT block on this rank's tokens x (s, B, d)."""
+
+    def __init__(
+        self,
+        config: TransformerConfig,
+        submodules: MUGDiTLayerSubmodules,
+        layer_number: int,
+        sharding: SequenceSharding,
+        eps: float,
+    ):
+        super().__init__(config=config)
+        d = config.hidden_size
+        self.eps, self.sharding = eps, sharding
+        self.self_attention = Attention(
+            config, submodules.self_attention, layer_number, sharding, cross=False, eps=eps
+        )
+        self.cross_attn_norm = nn.LayerNorm(d, eps=eps)
+        self.cross_attention = Attention(
+            config, submodules.cross_attention, layer_number, sharding, cross=True, eps=eps
+        )
+        self.mlp = MLP(config, submodules.linear_fc1, submodules.linear_fc2, sharding)
+        self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
+
+    def forward(
+        self,
+        x: Tensor,
+        t_mod: Tensor,
+        t0_mod: Tensor | None,
+        cond: Tensor | None,
+        rope: Tensor,
+        self_mask: Tensor | None,
+        text: Tensor,
+        text_mask: Tensor | None,
+    ) -> Tensor:
+        shard, d = self.sharding, x.shape[-1]
+        table = shard.tp_shared(self.scale_shift_table, sharded_input=False)
+        mod = token_modulation(table, t_mod, t0_mod, cond)  # (s or 1, B, 6, d)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(2)
+        h = modulate(F.layer_norm(x, (d,), eps=self.eps), shift_msa, scale_msa)
+        x = x + gate_msa * self.self_attention(h, rope=rope, mask=self_mask)
+        weight = shard.tp_shared(self.cross_attn_norm.weight, sharded_input=False)
+        bias = shard.tp_shared(self.cross_attn_norm.bias, sharded_input=False)
+        h = F.layer_norm(x, (d,), weight, bias, self.eps)
+        x = x + self.cross_attention(h, mask=text_mask, text=text)
+        h = modulate(F.layer_norm(x, (d,), eps=self.eps), shift_mlp, scale_mlp)
+        return x + gate_mlp * self.mlp(h)
+
+
+class FinalLayer(nn.Module):
+    """LayerNorm (no affine) modulated by (2 x d table + t_emb) -> Linear to patch x channels."""
+
+    def __init__(self, hidden_size: int, out_features: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.linear = nn.Linear(hidden_size, out_features)
+        self.scale_shift_table = nn.Parameter(torch.randn(2, hidden_size) / hidden_size**0.5)
+
+    def forward(
+        self, x: Tensor, t_emb: Tensor, t0_emb: Tensor | None, cond: Tensor | None
+    ) -> Tensor:
+        t0 = None if t0_emb is None else t0_emb.repeat(1, 2)
+        shift, scale = token_modulation(
+            self.scale_shift_table, t_emb.repeat(1, 2), t0, cond
+        ).unbind(2)
+        x = modulate(F.layer_norm(x, x.shape[-1:], eps=self.eps), shift, scale)
+        return self.linear(x)  # (S, B, patch volume * C)
+
+
+def megatron_config(config: DiTConfig, params_dtype: torch.dtype) -> TransformerConfig:
+    """The Megatron `TransformerConfig` of a MUGDiT on the current parallel state.
+
+    Sequence and context parallel communication is done by `SequenceSharding`, so the spec's
+    modules are built with SP off and CP = 1 (they see this CP rank's gathered tokens).
+    """
+    if not parallel_state.model_parallel_is_initialized():
+        raise DiTError(
+            "MUGDiT needs Megatron-Core parallel state: call mugv.infra.init_distributed(...) "
+            "(torchrun) or build inside `with mugv.infra.single_process():`"
+        )
+    xavier = nn.init.xavier_uniform_
+    return TransformerConfig(
+        num_layers=config.depth,
+        hidden_size=config.hidden_size,
+        num_attention_heads=config.num_heads,
+        kv_channels=config.head_dim,
+        ffn_hidden_size=config.mlp_hidden_size,
+        tensor_model_parallel_size=parallel_state.get_tensor_model_parallel_world_size(),
+        pipeline_model_parallel_size=parallel_state.get_pipeline_model_parallel_world_size(),
+        pipeline_dtype=params_dtype,
+        params_dtype=params_dtype,
+        use_cpu_initialization=not torch.cuda.is_available(),
+        init_method=xavier,
+        output_layer_init_method=xavier,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+    )
+
+
+class MUGDiT(PretrainedMixin, VisionModule):
+    """The MUG-V DiT on this rank: its pipeline stage's blocks, its heads and tokens.
+
+    `pre_process`/`post_process` (default: from the pipeline rank) say whether this stage
+    embeds the latents and whether it runs the final layer; a later stage takes its hidden
+    states from `set_input_tensor`. The conditioning embedders (t, fps, text) are replicated
+    on every stage (their gradients must be summed over the pipeline group).
+    """
+
+    def __init__(
+        self,
+        config: DiTConfig,
+        *,
+        spec: ModuleSpec | None = None,
+        sequence_parallel: bool = False,
+        pre_process: bool | None = None,
+        post_process: bool | None = None,
+        params_dtype: torch.dtype = torch.float32,
+    ):
+        from mugv.dit.specs import default_spec
+
+        mcfg = megatron_config(config, params_dtype)
+        super().__init__(config=mcfg)
+        self.dit = config
+        self.sharding = SequenceSharding.from_parallel_state(sequence_parallel)
+        pp, pp_rank = (
+            mcfg.pipeline_model_parallel_size,
+            parallel_state.get_pipeline_model_parallel_rank(),
+        )
+        if config.depth % pp:
+            raise DiTError(
+                f"DiTConfig.depth={config.depth} is not divisible by {pp} pipeline stages"
+            )
+        self.pre_process = pp_rank == 0 if pre_process is None else pre_process
+        self.post_process = pp_rank == pp - 1 if post_process is None else post_process
+        per_stage = config.depth // pp
+        self.layer_offset = pp_rank * per_stage
+        d = config.hidden_size
+        if self.pre_process:
+            self.x_embedder = PatchEmbed3D(config.patch_size, config.in_channels, d)
+            self.start_token = nn.Parameter(torch.randn(d) / d**0.5)
+            self.end_token = nn.Parameter(torch.randn(d) / d**0.5)
+        self.t_embedder = TimestepEmbedder(d, config.freq_dim)
+        self.fps_embedder = TimestepEmbedder(d, config.freq_dim)
+        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        self.y_embedder = CaptionEmbedder(config.text_dim, d, config.text_len, config.norm_eps)
+        spec = spec or default_spec()
+        self.blocks = nn.ModuleList(
+            build_module(
+                spec,
+                config=mcfg,
+                layer_number=self.layer_offset + i + 1,
+                sharding=self.sharding,
+                eps=config.norm_eps,
+            )
+            for i in range(per_stage)
+        )
+        if self.post_process:
+            out = config.patch_volume * config.in_channels
+            self.final_layer = FinalLayer(d, out, config.norm_eps)
+        self._init_plain_weights()
+        self.to(params_dtype)
+        self.input_tensor: Tensor | None = None
+
+    def _init_plain_weights(self) -> None:
+        """DiT/PixArt init of the non-Megatron modules; the untrained model predicts 0."""
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Conv3d)) and not name.startswith("blocks"):
+                nn.init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))
+                nn.init.zeros_(module.bias)
+        for mlp in (self.t_embedder.mlp, self.fps_embedder.mlp):
+            nn.init.normal_(mlp[0].weight, std=0.02)
+            nn.init.normal_(mlp[2].weight, std=0.02)
+        nn.init.normal_(self.t_block[1].weight, std=0.02)
+        if self.post_process:
+            nn.init.zeros_(self.final_layer.linear.weight)
+
+    def set_input_tensor(self, input_tensor: Tensor | list[Tensor] | None) -> None:
+        """Hidden states (s, B, d) from the previous pipeline stage."""
+        if isinstance(input_tensor, (list, tuple)):
+            input_tensor = input_tensor[0]
+        self.input_tensor = input_tensor
+
+    def flops_per_sample(self, T: int, H: int, W: int, L: int) -> float:
+        """Forward FLOPs of one sample of T x H x W latents and L text tokens (whole model,
+        all ranks; recomputation not counted). Training ~ 3x this."""
+        return dit_forward_flops(self.dit, T, H, W, L)
+
+    def _check(self, x, timestep, text, text_mask, fps, cond_mask, frame_index, drop_text):
+        cfg = self.dit
+        if x.dim() != 5 or x.shape[1] != cfg.in_channels:
+            raise DiTError(
+                f"x must be (B, {cfg.in_channels}, T, H, W) latents, got {tuple(x.shape)}"
+            )
+        b, _, t, h, w = x.shape
+        for size, p, name in zip((t, h, w), cfg.patch_size, "THW"):
+            if size % p:
+                raise DiTError(
+                    f"x: {name}={size} is not divisible by the patch size {p}: crop or pad"
+                )
+        expected = {
+            "timestep": (timestep, (b,)),
+            "fps": (fps, (b,)),
+            "text_mask": (text_mask, (b, text.shape[1])),
+            "cond_mask": (cond_mask, (b, t)),
+            "frame_index": (frame_index, (b, t)),
+            "drop_text": (drop_text, (b,)),
+        }
+        for name, (value, shape) in expected.items():
+            if value is not None and tuple(value.shape) != shape:
+                raise DiTError(
+                    f"{name} must have shape {shape} for x {tuple(x.shape)}, got {tuple(value.shape)}"
+                )
+        if text.dim() != 3 or text.shape[0] != b or text.shape[2] != cfg.text_dim:
+            raise DiTError(
+                f"text must be (B={b}, L, text_dim={cfg.text_dim}), got {tuple(text.shape)}"
+            )
+        if drop_text is not None and text.shape[1] > cfg.text_len:
+            raise DiTError(
+                f"text has L={text.shape[1]} tokens but the null caption has text_len="
+                f"{cfg.text_len}: truncate the text or raise DiTConfig.text_len"
+            )
+
+    def forward(
+        self,
+        x: Tensor,
+        timestep: Tensor,
+        text: Tensor,
+        text_mask: Tensor,
+        fps: Tensor,
+        cond_mask: Tensor | None = None,
+        frame_index: Tensor | None = None,
+        drop_text: Tensor | None = None,
+    ) -> Tensor:
+        """Velocity (B, C, T, H, W); on a non-final pipeline stage, hidden states (s, B, d).
+
+        timestep: (B,) rectified-flow t in [0, 1], embedded as t * `timestep_scale`.
+        """
+        self._check(x, timestep, text, text_mask, fps, cond_mask, frame_index, drop_text)
+        cfg, shard = self.dit, self.sharding
+        pt, ph, pw = cfg.patch_size
+        b, _, t, h, w = x.shape
+        tt, ht, wt = t // pt, h // ph, w // pw
+        dtype = self.t_block[1].weight.dtype
+        if frame_index is None:
+            frame_index = torch.arange(t, device=x.device).expand(b, t)
+        fps_emb = self.fps_embedder(fps)
+        t_emb = self.t_embedder(timestep * cfg.timestep_scale) + fps_emb  # (B, d)
+        t_mod, t0_emb, t0_mod, cond = self.t_block(t_emb), None, None, None  # (B, 6d)
+        length = tt * ht * wt + 2
+        padded = math.ceil(length / shard.pad_multiple) * shard.pad_multiple
+        if cond_mask is not None:
+            t0_emb = self.t_embedder(torch.zeros_like(timestep)) + fps_emb
+            t0_mod = self.t_block(t0_emb)
+            cond = cond_mask[:, ::pt].bool().repeat_interleave(ht * wt, dim=1)  # (B, N)
+            cond = F.pad(cond, (1, padded - length + 1)).T  # (S_pad, B)
+        y, y_mask = self.y_embedder(text.to(dtype), text_mask.bool(), drop_text)  # (B, L, d)
+        text_attn_mask = None if bool(y_mask.all()) else ~y_mask[:, None, None, :]
+        positions = video_positions(frame_index[:, ::pt] // pt, ht, wt, cfg.max_frames)
+        positions = F.pad(positions, (0, 0, 0, padded - length))  # (B, S_pad, 3)
+        cp_idx = shard.cp_indices(padded).to(x.device)
+        rope = rope_angles(
+            positions[:, cp_idx].transpose(0, 1)[:, :, None], cfg.head_dim, cfg.rope_theta
+        )
+        self_mask = None
+        if padded > length:
+            keys = torch.arange(padded, device=x.device) >= length
+            keys = keys[shard.cp_gathered_order(padded).to(x.device)]
+            self_mask = keys.view(1, 1, 1, padded).expand(b, -1, -1, -1)
+        if self.pre_process:
+            tokens = self.x_embedder(x.to(dtype))  # (B, N, d)
+            ends = [self.start_token.expand(b, 1, -1), tokens, self.end_token.expand(b, 1, -1)]
+            seq = F.pad(torch.cat(ends, dim=1), (0, 0, 0, padded - length))
+            hidden = shard.shard(seq.transpose(0, 1))  # (s, B, d)
+        else:
+            hidden = self.input_tensor
+        local_cond = None if cond is None else shard.shard_constant(cond)
+        args = (
+            shard.tp_shared(t_mod, sharded_input=False),
+            None if t0_mod is None else shard.tp_shared(t0_mod, sharded_input=False),
+            local_cond,
+            rope,
+            self_mask,
+            y.transpose(0, 1),
+            text_attn_mask,
+        )
+        for block in self.blocks:
+            if cfg.recompute and torch.is_grad_enabled():
+                hidden = checkpoint(block, hidden, *args, use_reentrant=False)
+            else:
+                hidden = block(hidden, *args)
+        if not self.post_process:
+            return hidden
+        hidden = shard.unshard(hidden)  # (S_pad, B, d)
+        out = self.final_layer(hidden, t_emb, t0_emb, cond)  # (S_pad, B, pv*C)
+        out = out[1 : length - 1].transpose(0, 1)  # (B, N, pv*C)
+        return einops.rearrange(
+            out,
+            "b (t h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)",
+            t=tt,
+            h=ht,
+            w=wt,
+            pt=pt,
+            ph=ph,
+            pw=pw,
+        )
