@@ -52,7 +52,19 @@ class Meteor:
             raise MetricError(f"METEOR runs a Java jar but `java` is not on PATH; {_FIX}")
         jar = Path(jar) if jar is not None else meteor_jar()
         self._proc = subprocess.Popen(
-            [java, "-jar", "-Xmx2G", jar.name, "-", "-", "-stdio", "-l", "en", "-norm"],
+            [
+                java,
+                "-XX:+UseSerialGC",
+                "-jar",
+                "-Xmx2G",
+                jar.name,
+                "-",
+                "-",
+                "-stdio",
+                "-l",
+                "en",
+                "-norm",
+            ],
             cwd=jar.parent,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
