@@ -14,6 +14,7 @@ from mugv.captioning.data import (
     CaptionCollator,
     CaptionExample,
     build_vocabularies,
+    paired_examples,
     world_examples,
 )
 from mugv.captioning.decoder import MoEDecoder
@@ -21,6 +22,7 @@ from mugv.captioning.decoding import Decoded, beam_search, greedy, sample
 from mugv.captioning.encoder import GraphEncoder, Memories
 from mugv.captioning.graph import GraphBatch, collate_graphs
 from mugv.captioning.model import CONFIGS, TSG, TSGConfig, tsg_config
+from mugv.captioning.oracle_graph import oracle_scene_graph
 from mugv.captioning.training import noam_lambda, scst_loss, xe_loss
 from mugv.captioning.vocab import Vocabulary
 
@@ -51,6 +53,8 @@ __all__ = [
     "collate_graphs",
     "greedy",
     "noam_lambda",
+    "oracle_scene_graph",
+    "paired_examples",
     "routing_by_word_class",
     "sample",
     "scst_loss",

@@ -7,6 +7,7 @@ built from real data (COCO captions paired with Visual Genome / SGAE scene graph
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from mugv.captioning.graph import GraphBatch, collate_graphs, graph_tokens
 from mugv.captioning.metrics import ptb_tokenize
 from mugv.captioning.vocab import Vocabulary
 from mugv.data import SceneGraph
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,6 +54,35 @@ def world_examples(world: object, split: str, limit: int | None = None) -> list[
         if s.scene_graph is None:
             raise GraphError(f"world sample {s.key} has no scene graph")
         out.append(CaptionExample(s.key, s.scene_graph, list(s.captions)))
+    return out
+
+
+def paired_examples(
+    captions: Sequence[object], graphs: Sequence[object], *, split: str | None = None
+) -> list[CaptionExample]:
+    """Join caption records and scene-graph records (``mugv.data.formats``) on their key.
+
+    ``captions``: ``CaptionRecord``s from ``load_karpathy`` / ``load_coco_captions``;
+    ``graphs``: ``SceneGraphRecord``s from ``load_visual_genome`` / ``load_sgae``. ``split``
+    keeps only records of that Karpathy split ("train", "restval", "val", "test"). Images
+    without a scene graph are skipped (and counted in the log).
+    """
+    by_key = {g.key: g.scene_graph for g in graphs}
+    out, missing = [], 0
+    for rec in captions:
+        if split is not None and rec.split != split:
+            continue
+        if rec.key not in by_key:
+            missing += 1
+            continue
+        out.append(CaptionExample(rec.key, by_key[rec.key], list(rec.captions)))
+    if missing:
+        logger.warning("%d caption records have no scene graph and were skipped", missing)
+    if not out:
+        raise GraphError(
+            f"no caption record (split={split!r}) shares its key with a scene graph; check that "
+            "both files index the same images (COCO/VG image ids)"
+        )
     return out
 
 
