@@ -311,6 +311,29 @@ def test_bad_files_raise_video_error(tmp_path: Path, kind: str) -> None:
         assert isinstance(info.value, DataError)
 
 
+def test_random_damage_only_ever_raises_video_error() -> None:
+    """Flipped bytes, cuts and zeroed blocks anywhere: a clip or a VideoError, nothing else."""
+    good = encode_video(natural_clip(12), fps=8)
+    rng = np.random.default_rng(0)
+    errors = 0
+    for trial in range(60):
+        data = bytearray(good)
+        if trial % 3 == 0:
+            for p in rng.integers(0, len(data), int(rng.integers(1, 20))):
+                data[p] = int(rng.integers(0, 256))
+        elif trial % 3 == 1:
+            data = data[: int(rng.integers(0, len(data)))]
+        else:
+            a, n = int(rng.integers(0, len(data))), int(rng.integers(1, 300))
+            data[a : a + n] = bytes(len(data[a : a + n]))
+        for call in (read_video, probe, lambda d: read_video(d, num_frames=3)):
+            try:
+                call(bytes(data))
+            except VideoError:
+                errors += 1
+    assert errors > 30  # most damage is detected, none of it escapes as another type
+
+
 def test_bad_bytes_and_arguments(clip_file: Path) -> None:
     with pytest.raises(VideoError, match="empty"):
         read_video(b"")

@@ -89,7 +89,7 @@ def _raising(label: str, doing: str) -> Iterator[None]:
         yield
     except VideoError:
         raise
-    except (av.FFmpegError, OSError, EOFError, ValueError, IndexError, TypeError) as exc:
+    except (av.FFmpegError, OSError, EOFError, ValueError) as exc:
         raise VideoError(
             f"{label}: cannot {doing}: {type(exc).__name__}: {exc}", source=label
         ) from exc
