@@ -144,7 +144,7 @@ class SyntheticWorld:
         rng = np.random.default_rng([cfg.seed, SPLITS.index(split), index])
         n = int(rng.integers(1, cfg.max_objects + 1))
         novel = split == "test" and rng.random() < cfg.test_held_out_fraction
-        grey = int(rng.integers(16, 81))
+        grey = int(rng.integers(8, 41))
         for _ in range(100):
             objects = [self._draw_object(rng) for _ in range(n)]
             if novel:
