@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import io
+import json
 import os
 import tarfile
 from pathlib import Path
@@ -294,6 +296,17 @@ def test_bad_input(tmp_path: Path) -> None:
         tar.add(tmp_path / "junk.tar", arcname="a.mp4")
     with pytest.raises(ShardError, match=r"no \.json"):
         list(read_shard(tmp_path / "nojson.tar"))
+    meta = {"key": "k", "captions": [], "scene_graph": None, "trajectories": [], "qa": []}
+    meta["clip"] = None
+    with tarfile.open(tmp_path / "badtensor.tar", "w") as tar:
+        for name, data in [("k.json", json.dumps(meta).encode()), ("k.safetensors", b"garbage")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(
+        ShardError, match=r"badtensor\.tar: sample 'k' is malformed: SafetensorError"
+    ):
+        list(read_shard(tmp_path / "badtensor.tar"))
     with pytest.raises(ShardError, match="manifest"):
         read_manifest(tmp_path)
     with pytest.raises(ShardError, match="split='sample'"):

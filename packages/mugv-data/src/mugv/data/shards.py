@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import webdataset
+from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
@@ -289,7 +290,7 @@ def _decode_sample(
         )
     except DataError:
         raise
-    except (KeyError, TypeError, ValueError, OSError) as exc:
+    except (KeyError, TypeError, ValueError, OSError, SafetensorError) as exc:
         raise ShardError(
             f"{where}: sample {key!r} is malformed: {type(exc).__name__}: {exc}"
         ) from exc
