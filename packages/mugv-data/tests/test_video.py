@@ -199,6 +199,19 @@ def test_rotation_metadata_is_applied(tmp_path: Path, media, rotation: int) -> N
     assert psnr(sized.frames, resize_frames(expected, (32, 24), "stretch")) > 28
 
 
+def test_animated_gif_is_a_video(tmp_path: Path) -> None:
+    from PIL import Image
+
+    images = [Image.fromarray(np.full((16, 20, 3), 40 * i, np.uint8)) for i in range(5)]
+    images[0].save(tmp_path / "a.gif", save_all=True, append_images=images[1:], duration=100)
+    clip = read_video(tmp_path / "a.gif", every=2)
+    assert clip.frames.shape == (3, 16, 20, 3)
+    assert [round(float(f.mean())) for f in clip.frames] == [0, 80, 160]
+    assert probe(tmp_path / "a.gif").fps == pytest.approx(10)
+    with pytest.raises(VideoError, match="is a directory"):
+        read_video(tmp_path)
+
+
 def test_odd_sizes_are_padded_to_even(tmp_path: Path) -> None:
     frames = natural_clip(5, height=33, width=35)
     clip = read_video(write_video(tmp_path / "odd.mp4", frames, fps=8))

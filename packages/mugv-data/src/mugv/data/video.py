@@ -52,8 +52,8 @@ Fit = Literal["crop", "pad", "stretch"]
 PixFmt = Literal["yuv420p", "yuv444p"]
 _MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 _IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
-# Demuxers that read still images; a file they accept is an image, not a video.
-_IMAGE_DEMUXERS = ("image2", "_pipe", "gif", "apng", "webp")
+# Demuxers that read still images (png_pipe, jpeg_pipe, ...); animated GIFs stay videos.
+_IMAGE_DEMUXERS = ("image2", "_pipe")
 _EPS = 1e-6  # seconds: timestamps are rationals, comparisons need a little slack
 
 
@@ -101,7 +101,8 @@ def _open_video(source: Source) -> Iterator[tuple[av.container.InputContainer, a
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         if not path.is_file():
-            raise VideoError(f"{label}: no such file", source=label)
+            problem = "is a directory, not a video file" if path.is_dir() else "no such file"
+            raise VideoError(f"{label}: {problem}", source=label)
         if path.stat().st_size == 0:
             raise VideoError(f"{label}: the file is empty (0 bytes)", source=label)
         target: str | BinaryIO = str(path)
