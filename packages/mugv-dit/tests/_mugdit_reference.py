@@ -152,7 +152,7 @@ class RefMUGDiT(nn.Module):
     ):
         t, y, mask = timestep, text, text_mask
         b, c, T, H, W = x.shape
-        pt, ph, pw = self.patch
+        _, ph, pw = self.patch
         h, w = H // ph, W // pw
         if frame_index is None:
             frame_index = torch.arange(T).expand(b, T)

@@ -330,7 +330,7 @@ class MUGDiT(PretrainedMixin, VisionModule):
             tokens = self.x_embedder(x.to(dtype))  # (B, N, d)
             ends = [self.start_token.expand(b, 1, -1), tokens, self.end_token.expand(b, 1, -1)]
             seq = F.pad(torch.cat(ends, dim=1), (0, 0, 0, padded - length))
-            hidden = shard.shard(seq.transpose(0, 1))  # (s, B, d)
+            hidden = shard.shard(seq.transpose(0, 1).contiguous())  # (s, B, d)
         else:
             hidden = self.input_tensor
         local_cond = None if cond is None else shard.shard_constant(cond)
