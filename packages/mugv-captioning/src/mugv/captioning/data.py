@@ -115,7 +115,11 @@ class CaptionCollator:
         self.max_length, self.feature_dim = max_length, feature_dim
         self.rng = random.Random(seed)
 
-    def __call__(self, examples: Sequence[CaptionExample]) -> CaptionBatch:
+    def __call__(
+        self, examples: Sequence[CaptionExample], rng: random.Random | None = None
+    ) -> CaptionBatch:
+        """``rng`` picks the captions (default: the collator's own stream)."""
+        rng = rng or self.rng
         graphs = collate_graphs(
             [e.graph for e in examples], self.labels, feature_dim=self.feature_dim
         )
@@ -124,7 +128,7 @@ class CaptionCollator:
         for e, r in zip(examples, refs):
             if not r:
                 raise GraphError(f"example {e.key} has no reference captions to train on")
-            ids = self.words.encode(self.rng.choice(r).split())[: self.max_length - 1]
+            ids = self.words.encode(rng.choice(r).split())[: self.max_length - 1]
             rows.append([Vocabulary.bos_id, *ids, Vocabulary.eos_id])
         tokens = torch.full((len(rows), max(map(len, rows))), Vocabulary.pad_id, dtype=torch.long)
         for i, row in enumerate(rows):

@@ -73,7 +73,7 @@ CONFIGS: dict[str, dict] = {
         d_model=512, num_heads=8, d_ff=2048, encoder_layers=6, decoder_layers=6, dropout=0.1
     ),
     "small": dict(
-        d_model=128, num_heads=4, d_ff=512, encoder_layers=2, decoder_layers=2, dropout=0.1
+        d_model=64, num_heads=4, d_ff=256, encoder_layers=2, decoder_layers=2, dropout=0.1
     ),
     "tiny": dict(d_model=32, num_heads=2, d_ff=64, encoder_layers=1, decoder_layers=1, dropout=0.0),
 }
