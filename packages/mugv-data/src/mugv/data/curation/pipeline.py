@@ -11,12 +11,13 @@ for captioning, scoring and shard writing, so no intermediate copy is kept.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,18 +43,44 @@ def input_id(source: str | Path) -> str:
     return hashlib.sha1(str(Path(source).resolve()).encode()).hexdigest()[:16]
 
 
-def _measure(frames: np.ndarray, config: CurationConfig) -> dict[str, float]:
+class _Timer:
+    """Adds the wall time of each ``with timer("stage"):`` block to ``seconds[stage]``."""
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.seconds = seconds
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
+
+def _measure(
+    frames: np.ndarray, config: CurationConfig, timer: _Timer
+) -> tuple[dict[str, float], str]:
+    """Every filter's scores, and the perceptual hash, of one clip."""
     scores: dict[str, float] = {}
-    scores["laplacian_var"], scores["sharpness"] = filters.blur_scores(
-        frames, config.blur.num_frames
-    )
+    with timer("blur"):
+        scores["laplacian_var"], scores["sharpness"] = filters.blur_scores(
+            frames, config.blur.num_frames
+        )
     if config.motion.enabled:
-        scores["flow"] = filters.flow_magnitude(frames, config.motion.num_pairs, config.motion.size)
-    scores["brightness"], scores["contrast"] = filters.exposure(frames)
-    scores["max_change"], scores["overlay_fraction"] = filters.static_and_overlay(
-        frames, config.overlay.num_frames
-    )
-    return scores
+        with timer("motion"):
+            scores["flow"] = filters.flow_magnitude(
+                frames, config.motion.num_pairs, config.motion.size
+            )
+    with timer("quality"):
+        scores["brightness"], scores["contrast"] = filters.exposure(frames)
+    with timer("static_overlay"):
+        scores["max_change"], scores["overlay_fraction"] = filters.static_and_overlay(
+            frames, config.overlay.num_frames
+        )
+    with timer("phash"):
+        phash = filters.perceptual_hash(frames)
+    return scores, phash
 
 
 def _verdict(scores: dict[str, float], config: CurationConfig) -> tuple[str, str] | None:
@@ -120,19 +147,25 @@ def process_input(source: str, config: CurationConfig, work_dir: str) -> InputRe
 
 def _split_and_filter(record: InputRecord, config: CurationConfig, work: Path) -> None:
     source = record.source
-    info = probe(source)
+    seconds: dict[str, float] = {}
+    record.info["seconds"] = seconds
+    timer = _Timer(seconds)
+    with timer("probe"):
+        info = probe(source)
     a = config.split.analysis_size
-    small = read_video(source, size=(a, a), fit="stretch")
+    with timer("split"):
+        small = read_video(source, size=(a, a), fit="stretch")
     times = small.metadata["frame_times"]
     fps = info.fps or (len(times) / max(times[-1], 1e-6))
-    record.info = {
+    record.info |= {
         "duration": float(info.duration),
         "fps": float(fps),
         "width": int(info.width),
         "height": int(info.height),
         "num_frames": len(times),
     }
-    cuts = scenes.detect_cuts(scenes.change_scores(small.frames), config.split)
+    with timer("split"):
+        cuts = scenes.detect_cuts(scenes.change_scores(small.frames), config.split)
     record.info["cuts"] = cuts
     spans = scenes.scene_spans(cuts, len(times), fps, config.split)
     for i, (s, e) in enumerate(spans):
@@ -148,10 +181,12 @@ def _split_and_filter(record: InputRecord, config: CurationConfig, work: Path) -
         )
         record.clips.append(clip)
         try:
-            video = read_video(source, start=clip.start, end=end_time)
-            clip.scores = _measure(video.frames, config)
-            clip.phash = filters.perceptual_hash(video.frames)
-            write_image(work / "thumbs" / f"{clip.key}.jpg", video.frames[len(video.frames) // 2])
+            with timer("extract"):
+                video = read_video(source, start=clip.start, end=end_time)
+                write_image(
+                    work / "thumbs" / f"{clip.key}.jpg", video.frames[len(video.frames) // 2]
+                )
+            clip.scores, clip.phash = _measure(video.frames, config, timer)
             verdict = _verdict(clip.scores, config)
             if verdict is not None:
                 clip.mark("filtered", *verdict)
@@ -165,6 +200,15 @@ class CurationResult:
     inputs: list[InputRecord]
     shards: list[Path]
     seconds: float
+    corpus_seconds: dict[str, float]  # wall time of the corpus-phase stages
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds per stage summed over inputs (worker time) and the corpus phase."""
+        total = dict(self.corpus_seconds)
+        for record in self.inputs:
+            for stage, sec in record.info.get("seconds", {}).items():
+                total[stage] = total.get(stage, 0.0) + sec
+        return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 
     def summary(self) -> dict[str, Any]:
         """Counts for the summary table: inputs, clips, kept, filtered per stage, failed."""
@@ -217,6 +261,7 @@ def _finish(
     captioner: Captioner | None,
     scorer: VideoTextScorer | None,
     batch_size: int,
+    timer: _Timer,
 ) -> list[Path]:
     """Captions, scores and shards the clips that survived filtering and de-duplication.
 
@@ -234,30 +279,33 @@ def _finish(
     with writer:
         for i in range(0, len(clips), batch_size):
             batch, videos = [], []
-            for clip in clips[i : i + batch_size]:
-                try:
-                    videos.append(_read_clip(clip))
-                    batch.append(clip)
-                except VideoError as exc:
-                    clip.mark("failed", "extract", str(exc))
+            with timer("extract"):
+                for clip in clips[i : i + batch_size]:
+                    try:
+                        videos.append(_read_clip(clip))
+                        batch.append(clip)
+                    except VideoError as exc:
+                        clip.mark("failed", "extract", str(exc))
             if not batch:
                 continue
             if captioner is not None:
-                for clip, caption in zip(batch, captioner.caption(videos)):
-                    clip.caption = caption
+                with timer("caption"):
+                    for clip, caption in zip(batch, captioner.caption(videos)):
+                        clip.caption = caption
             if scorer is not None:
-                values = np.asarray(
-                    scorer.score(videos, [c.caption or "" for c in batch]), dtype=np.float64
-                )
+                with timer("align"):
+                    texts = [c.caption or "" for c in batch]
+                    values = np.asarray(scorer.score(videos, texts), dtype=np.float64)
                 for clip, value in zip(batch, values):
                     _align(clip, float(value), config.align.min_score)
-            for clip, video in zip(batch, videos):
-                if clip.status != "kept":
-                    continue
-                clip.entities = extract_entities(clip.caption or "")
-                video.metadata.update(scores=clip.scores, entities=clip.entities)
-                captions = [clip.caption] if clip.caption else []
-                writer.write(CaptionedClip(key=clip.key, clip=video, captions=captions))
+            with timer("shards"):
+                for clip, video in zip(batch, videos):
+                    if clip.status != "kept":
+                        continue
+                    clip.entities = extract_entities(clip.caption or "")
+                    video.metadata.update(scores=clip.scores, entities=clip.entities)
+                    captions = [clip.caption] if clip.caption else []
+                    writer.write(CaptionedClip(key=clip.key, clip=video, captions=captions))
     shard_of = {key: info.shard for info in writer.shards for key in info.keys}
     for clip in clips:
         clip.shard = shard_of.get(clip.key)
@@ -309,17 +357,20 @@ def run_curation(
         if progress is not None:
             progress(record)
     records.sort(key=lambda r: r.source)
+    corpus_seconds: dict[str, float] = {}
+    timer = _Timer(corpus_seconds)
     clips = sorted((c for r in records for c in r.clips if c.status == "kept"), key=lambda c: c.key)
     if config.dedup.enabled:
-        _dedup(clips, config.dedup.max_hamming)
+        with timer("dedup"):
+            _dedup(clips, config.dedup.max_hamming)
     clips = [c for c in clips if c.status == "kept"]
-    shards = _finish(clips, out, config, captioner, scorer, batch_size)
+    shards = _finish(clips, out, config, captioner, scorer, batch_size, timer)
     clips = [c for c in clips if c.status == "kept"]
     for clip, weight in zip(clips, balanced_weights([c.entities for c in clips])):
         clip.weight = weight
     manifest = write_manifest(records, out / "manifest.jsonl")
     logger.info("curated %d inputs into %d kept clips", len(records), len(clips))
-    return CurationResult(manifest, records, shards, time.perf_counter() - t0)
+    return CurationResult(manifest, records, shards, time.perf_counter() - t0, corpus_seconds)
 
 
 def read_manifest(path: str | Path) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from mugv.data.video import write_video
-from mugv.data.world import SyntheticWorld, WorldConfig
+from mugv.data.world import PALETTE, SyntheticWorld, WorldConfig
 
 KINDS = ("clean", "blur", "static", "overlay", "duplicate")
 BROKEN = ("truncated", "empty", "not_video", "audio_only")
@@ -40,7 +40,7 @@ def _shots(
     frames, still = [], []
     for i in range(count):
         spec = world.scene("train", start + i)
-        grey = int(rng.integers(20, 90))
+        grey = _background_grey(spec, rng)
         tint = rng.integers(-15, 16, size=3)
         background = tuple(int(np.clip(grey + t, 0, 255)) for t in tint)
         spec = dataclasses.replace(spec, background=background)
@@ -50,6 +50,14 @@ def _shots(
     return frames, still
 
 
+def _background_grey(spec, rng: np.random.Generator, apart: float = 30.0) -> int:
+    """A grey level whose luma differs from every object's by `apart`: an object of the same
+    luma as the background has no luma edges or luma motion, which no luma filter can see."""
+    lumas = [float(np.dot(PALETTE[o.colour], (0.299, 0.587, 0.114))) for o in spec.objects]
+    greys = [g for g in range(30, 111) if all(abs(g - y) >= apart for y in lumas)]
+    return int(rng.choice(greys)) if greys else 30
+
+
 def _blur(frames: np.ndarray, radius: float) -> np.ndarray:
     return np.stack(
         [np.asarray(Image.fromarray(f).filter(ImageFilter.GaussianBlur(radius))) for f in frames]
@@ -57,13 +65,16 @@ def _blur(frames: np.ndarray, radius: float) -> np.ndarray:
 
 
 def _overlay(frames: np.ndarray, text: str) -> np.ndarray:
+    """Burns a caption bar into every frame, scaled with the frame like real subtitles."""
+    h, w = frames.shape[1:3]
+    scale = max(1, h // 64)
+    bar = Image.new("RGBA", (min(w // scale, 7 * len(text) + 4), 14), (0, 0, 0, 255))
+    ImageDraw.Draw(bar).text((2, 1), text, fill=(255, 255, 255, 255))
+    bar = bar.resize((bar.width * scale, bar.height * scale), Image.NEAREST)
     out = []
     for f in frames:
         image = Image.fromarray(f)
-        draw = ImageDraw.Draw(image)
-        h = image.height
-        draw.rectangle((2, h - 16, 2 + 7 * len(text), h - 3), fill=(0, 0, 0))
-        draw.text((4, h - 15), text, fill=(255, 255, 255))
+        image.paste(bar, (2 * scale, h - bar.height - 3 * scale), bar)
         out.append(np.asarray(image))
     return np.stack(out)
 
@@ -153,22 +164,23 @@ def _shot_bounds(item: CorpusItem) -> list[int]:
 
 def _expected(item: CorpusItem, start: int, end: int) -> str:
     """What a perfect pipeline does with the clip ``[start, end)`` of `item`."""
-    if item.kind in ("blur", "overlay"):
-        return item.kind
-    if item.kind == "static":
-        return "still"
     bounds = _shot_bounds(item)
     middle = (start + end) // 2
     shot = max(i for i, b in enumerate(bounds[:-1]) if b <= middle)
-    return "still" if item.still_shots[shot] else "keep"
+    if item.kind == "blur":  # the blur filter runs first
+        return "blur"
+    if item.kind == "static" or item.still_shots[shot]:
+        return "still"
+    return "overlay" if item.kind == "overlay" else "keep"
 
 
 def evaluate_curation(items: list[CorpusItem], rows: list[dict], tolerance: int = 1) -> dict:
     """Cut-detection F1 (within `tolerance` frames), each filter's precision and recall, and the
     inputs the manifest does not account for, from `make_corpus` truth and manifest rows.
 
-    "still" clips may be caught by the motion or the static filter; a duplicated pair counts as
-    found when either copy is removed as a near-duplicate (which one depends on key order).
+    "still" clips may be caught by the motion or the static filter; a duplicated pair of clips
+    that both survive the filters counts as found when either copy is removed as a
+    near-duplicate (which one depends on key order).
     """
     by_source: dict[str, list[dict]] = {}
     for row in rows:
@@ -208,14 +220,23 @@ def evaluate_curation(items: list[CorpusItem], rows: list[dict], tolerance: int 
                     counts[name]["tp" if hit else "fn"] += 1
                 elif hit:
                     counts[name]["fp"] += 1
-            if stage == "dedup":
-                counts["dedup"]["tp" if item.path in paired and expected == "keep" else "fp"] += 1
+            if stage == "dedup" and item.path not in paired:
+                counts["dedup"]["fp"] += 1
         if item.duplicate_of:
-            counts["dedup"]["fn"] += sum(
-                1 for r in clip_rows if _expected(item, r["start_frame"], r["end_frame"]) == "keep"
-            )
-    # a dedup hit on either copy of a pair cancels one expected removal
-    counts["dedup"]["fn"] = max(0, counts["dedup"]["fn"] - counts["dedup"]["tp"])
+            original = {
+                r["start_frame"]: r
+                for r in by_source.get(item.duplicate_of, [])
+                if "start_frame" in r
+            }
+            for r in clip_rows:
+                twin = original.get(r["start_frame"])
+                reached = [
+                    x for x in (r, twin) if x and (x["status"] == "kept" or x["stage"] == "dedup")
+                ]
+                if twin is None or len(reached) < 2:
+                    continue  # a copy was filtered earlier: nothing left to de-duplicate
+                removed = any(x["stage"] == "dedup" for x in reached)
+                counts["dedup"]["tp" if removed else "fn"] += 1
 
     def pr(c: dict) -> dict:
         precision = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 1.0
