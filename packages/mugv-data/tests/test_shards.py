@@ -214,6 +214,14 @@ def test_every_sample_exactly_once(
         assert max(sizes) - min(sizes) <= max(num_workers, 1)
 
 
+def test_idle_consumer_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_dataset(tmp_path, 3, max_count=2)  # 2 shards for 3 ranks
+    ds = ShardDataset(tmp_path, rank=2, world_size=3, decode_video=False)
+    assert list(ds) == []
+    assert "consumer 2 of 3 gets no data" in caplog.text
+    assert len(list(ShardDataset(tmp_path, split="sample", rank=2, world_size=3))) == 1
+
+
 def test_shuffle_is_deterministic_by_seed_and_epoch(tmp_path: Path) -> None:
     keys = write_dataset(tmp_path, 20, max_count=3)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tarfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -15,6 +16,8 @@ import webdataset
 from mugv.data._errors import ShardError
 from mugv.data.shards._sample import ShardSample, _decode_sample
 from mugv.data.shards._writer import read_manifest
+
+logger = logging.getLogger(__name__)
 
 
 def _iter_members(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -146,7 +149,17 @@ class ShardDataset(torch.utils.data.IterableDataset):
         return plan
 
     def _raw(self, consumer: int, consumers: int) -> Iterator[ShardSample]:
-        for s, a, b in self._plan(consumer, consumers):
+        plan = self._plan(consumer, consumers)
+        if not plan:
+            logger.warning(
+                "ShardDataset: consumer %d of %d gets no data (%d shards, split=%r); use "
+                "more shards or split='sample'",
+                consumer,
+                consumers,
+                len(self.urls),
+                self.split,
+            )
+        for s, a, b in plan:
             url = self.urls[s]
             for i, (key, members) in enumerate(_iter_members(url)):
                 if b != -1 and i >= b:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -132,7 +132,7 @@ def _decode_at(
     stream: av.VideoStream,
     wanted: np.ndarray,
     keyframes: np.ndarray,
-    convert,
+    convert: Callable[[av.VideoFrame], np.ndarray],
     label: str,
 ) -> tuple[dict[int, np.ndarray], int]:
     """Decodes the frames whose pts are in `wanted` (sorted, unique), seeking between GOPs.
