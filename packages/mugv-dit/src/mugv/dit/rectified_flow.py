@@ -148,7 +148,7 @@ class RectifiedFlow:
                 f"no task in FlowConfig.task_probs can train on {num_frames} latent frame(s); "
                 "give t2i or t2v a positive probability"
             )
-        probs = torch.tensor([self.config.task_probs[k] for k in tasks])
+        probs = torch.tensor([float(self.config.task_probs[k]) for k in tasks])
         idx = torch.multinomial(probs, batch, replacement=True, generator=generator)
         return [tasks[i] for i in idx.tolist()]
 
