@@ -1,0 +1,100 @@
+"""MUGDiT behaviour: shapes, save/load, null caption, spec choice, input errors."""
+
+import json
+
+import pytest
+import torch
+from _mugdit_reference import randomize
+
+from mugv.dit import DiTError, MUGDiT, default_spec, dit_config, local_spec
+from mugv.dit.attention import SDPAttention
+from mugv.infra import single_process
+
+
+def inputs(batch=2, frames=2, size=8, length=4, text_dim=32):
+    g = torch.Generator().manual_seed(0)
+    return dict(
+        x=torch.randn(batch, 24, frames, size, size, generator=g),
+        timestep=torch.rand(batch, generator=g),
+        text=torch.randn(batch, length, text_dim, generator=g),
+        text_mask=torch.ones(batch, length, dtype=torch.bool),
+        fps=torch.full((batch,), 8.0),
+    )
+
+
+@pytest.fixture
+def model():
+    with single_process(seed=0):
+        net = MUGDiT(dit_config("debug"))
+        randomize(net, seed=1)
+        yield net
+
+
+def test_untrained_model_predicts_zero_velocity():
+    with single_process(seed=0):
+        net = MUGDiT(dit_config("debug"))
+        out = net(**inputs())
+    assert out.shape == (2, 24, 2, 8, 8) and out.abs().max() == 0
+
+
+def test_save_and_from_pretrained_round_trip(model, tmp_path):
+    expected = model(**inputs())
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["hidden_size"] == 24
+    loaded = MUGDiT.from_pretrained(tmp_path)
+    torch.testing.assert_close(loaded(**inputs()), expected)
+    with pytest.raises(DiTError, match=r"config\.json"):
+        MUGDiT.from_pretrained(tmp_path / "missing")
+
+
+def test_drop_text_uses_null_caption(model):
+    args = inputs()
+    other = dict(args, text=torch.randn_like(args["text"]), text_mask=args["text_mask"].clone())
+    other["text_mask"][:, 2:] = False
+    drop = torch.tensor([True, False])
+    a = model(**args, drop_text=drop)
+    b = model(**other, drop_text=drop)
+    torch.testing.assert_close(a[0], b[0])  # dropped: the text does not matter
+    assert not torch.allclose(a[1], b[1])
+
+
+def test_text_padding_is_ignored(model):
+    args = inputs()
+    args["text_mask"][0, 2:] = False
+    padded = dict(args, text=args["text"].clone())
+    padded["text"][0, 2:] = 100.0
+    torch.testing.assert_close(model(**args), model(**padded))
+
+
+def test_default_spec_is_local_on_cpu():
+    spec = default_spec()
+    assert spec.submodules.self_attention.core_attention is SDPAttention
+    assert type(spec) is type(local_spec())
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"x": torch.randn(2, 12, 2, 8, 8)}, "x must be"),
+        ({"x": torch.randn(2, 24, 2, 7, 8)}, "not divisible"),
+        ({"timestep": torch.rand(3)}, "timestep must have shape"),
+        ({"text": torch.randn(2, 4, 7)}, "text must be"),
+        ({"cond_mask": torch.ones(2, 3, dtype=torch.bool)}, "cond_mask must have shape"),
+        (
+            {
+                "text": torch.randn(2, 40, 32),
+                "text_mask": torch.ones(2, 40, dtype=torch.bool),
+                "drop_text": torch.tensor([True, False]),
+            },
+            "text_len",
+        ),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(model, change, match):
+    with pytest.raises(DiTError, match=match):
+        model(**{**inputs(), **change})
+
+
+def test_needs_parallel_state():
+    with pytest.raises(DiTError, match="single_process"):
+        MUGDiT(dit_config("debug"))
