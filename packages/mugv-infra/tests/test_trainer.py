@@ -1,6 +1,7 @@
 import itertools
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -194,3 +195,34 @@ def test_recompute_switch_reaches_the_model():
             Trainer(
                 torch.nn.Linear(4, 1), None, data, TrainerConfig(steps=1, recompute=True), info=info
             )
+
+
+def test_progress_line_and_tensorboard_scalars(tmp_path, caplog):
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator"
+    )
+    with single_process(seed=0) as info, caplog.at_level("INFO", logger="mugv.infra.trainer"):
+        model = TinyRegressor(tiny_config())
+        x, y = regression_data(32)
+        config = TrainerConfig(steps=4, log_every=2, tensorboard_dir=str(tmp_path / "tb"))
+        Trainer(
+            model,
+            regression_step,
+            ShuffledBatches(32, 8, lambda idx: (x[idx], y[idx])),
+            config,
+            info=info,
+            forward_flops=lambda batch: 2.0e9 * batch[0].shape[0],
+        ).fit()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert len(lines) == 2
+    assert re.fullmatch(
+        r"step 4/4 \| loss \d+\.\d{4} \| lr \S+ \| grad \d+\.\d{3} \| \d+\.\d samples/s"
+        r" \| [\d.]+ [MGTP]FLOP/s/device \| ETA \d\d:\d\d:\d\d",
+        lines[-1],
+    ), lines[-1]
+    events = event_accumulator.EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/flops_per_s"} <= set(
+        events.Tags()["scalars"]
+    )
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4]

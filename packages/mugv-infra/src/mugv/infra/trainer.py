@@ -159,6 +159,13 @@ class Trainer:
         forward_flops: Callable[[Any], float] | None = None,
         model_config: dict[str, Any] | None = None,
     ) -> None:
+        from megatron.core import parallel_state
+
+        if parallel_state.get_pipeline_model_parallel_world_size() > 1:
+            raise ConfigError(
+                "ParallelConfig.pipeline > 1 is not supported by Trainer (it has no pipeline "
+                "schedule): use pipeline=1 and more tensor/data parallelism"
+            )
         if hasattr(model, "set_activation_recompute"):
             model.set_activation_recompute(config.recompute)
         elif config.recompute:
