@@ -66,8 +66,9 @@ class TWBertConfig:
     text_layers: int = 3
     cross_layers: int = 3
     cross_attention: str = "t2w"
+    patch_pool: int = 1  # average-pool the patch grid by this factor before fusion
     embed_dim: int = 256  # contrastive space
-    max_text_len: int = 32
+    max_text_len: int = 64
     temperature: float = 0.07
     momentum: float = 0.995
     queue_size: int = 1024
@@ -96,6 +97,14 @@ class TWBertConfig:
             value = getattr(self, name)
             if not lo < value <= hi:
                 raise ConfigError(f"TWBertConfig.{name} must lie in ({lo}, {hi}]; got {value!r}")
+        side = self.video.image_size // self.video.patch_size
+        if not (
+            isinstance(self.patch_pool, int) and self.patch_pool > 0 and side % self.patch_pool == 0
+        ):
+            raise ConfigError(
+                f"TWBertConfig.patch_pool={self.patch_pool!r} must be a positive divisor of the "
+                f"{side}x{side} patch grid (video.image_size // video.patch_size)"
+            )
         if self.num_answers < 0:
             raise ConfigError(f"TWBertConfig.num_answers must be >= 0; got {self.num_answers}")
 
@@ -134,7 +143,6 @@ def base() -> TWBertConfig:
         video=VideoEncoderConfig(
             num_frames=8, image_size=224, patch_size=16, width=768, depth=12, num_heads=12
         ),
-        max_text_len=40,
         queue_size=4096,
     )
 

@@ -18,12 +18,13 @@ from einops import rearrange, repeat
 from torch import nn
 
 from mugv.retrieval.frame_selector import FrameSelector
-from mugv.retrieval.text_encoder import BertLayer
+from mugv.retrieval.text_encoder import BertLayer, masked_mean
 
 
 @dataclass
 class CrossOutput:
     text: torch.Tensor  # (B, L, C)
+    mask: torch.Tensor  # (B, L) bool, the valid text tokens
     video_cls: torch.Tensor  # (B, C)
     patches: torch.Tensor  # (B, T', N, C), T' <= T when frames were selected
 
@@ -146,7 +147,8 @@ class CrossModalEncoder(nn.Module):
         for i, layer in enumerate(self.layers):
             if i in self.selector_at:
                 selector = self.selectors[self.selector_at.index(i)]
-                frame_cls, patches, video_cls = selector(frame_cls, text[:, 0], patches, video_cls)
+                sentence = masked_mean(text, mask)  # (B, C)
+                frame_cls, patches, video_cls = selector(frame_cls, sentence, patches, video_cls)
             text, patches, video_cls = layer(text, mask, patches, video_cls)
             frame_cls = video_cls
-        return CrossOutput(text=text, video_cls=video_cls.mean(dim=1), patches=patches)
+        return CrossOutput(text=text, mask=mask, video_cls=video_cls.mean(dim=1), patches=patches)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -26,10 +28,21 @@ from mugv.retrieval.text_encoder import (
     default_text_model,
     load_bert_config,
     load_bert_state,
+    masked_mean,
 )
 from mugv.retrieval.video_encoder import VideoEncoder, VideoFeatures
 
 logger = logging.getLogger(__name__)
+
+
+def pool_patches(patches: torch.Tensor, factor: int) -> torch.Tensor:
+    """Average-pool each frame's square patch grid: (B, T, N, D) -> (B, T, N / factor^2, D)."""
+    if factor == 1:
+        return patches
+    side = math.isqrt(patches.shape[2])
+    grid = rearrange(patches, "b t (h w) d -> (b t) d h w", h=side)
+    pooled = F.avg_pool2d(grid, factor)
+    return rearrange(pooled, "(b t) d h w -> b t (h w) d", b=patches.shape[0])
 
 
 class TWBert(nn.Module):
@@ -104,8 +117,8 @@ class TWBert(nn.Module):
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.text_encoder(ids, mask)  # (B, L, C)
 
-    def text_embed(self, states: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text_proj(states[:, 0]), dim=-1)  # (B, E)
+    def text_embed(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_proj(masked_mean(states, mask)), dim=-1)  # (B, E)
 
     # ---- video
     def encode_video(self, frames: torch.Tensor) -> VideoFeatures:
@@ -116,12 +129,13 @@ class TWBert(nn.Module):
 
     # ---- cross-modal
     def fuse(self, states: torch.Tensor, mask: torch.Tensor, video: VideoFeatures) -> CrossOutput:
-        patches = self.video_to_cross(video.patches)  # (B, T, N, C)
+        patches = self.video_to_cross(pool_patches(video.patches, self.config.patch_pool))
+        # patches: (B, T, N', C) with N' = N / patch_pool^2
         frame_cls = self.video_to_cross(video.frame_cls)  # (B, T, C)
         return self.cross_encoder(states, mask, patches, frame_cls)
 
     def joint(self, cross: CrossOutput) -> torch.Tensor:
-        return torch.cat([cross.text[:, 0], cross.video_cls], dim=-1)  # (B, 2C)
+        return torch.cat([masked_mean(cross.text, cross.mask), cross.video_cls], dim=-1)  # (B, 2C)
 
     def vtm_logits(self, cross: CrossOutput) -> torch.Tensor:
         return self.vtm_head(self.joint(cross))  # (B, 2): [no match, match]

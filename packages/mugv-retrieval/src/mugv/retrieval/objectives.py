@@ -22,6 +22,7 @@ from torch import nn
 
 from mugv.retrieval._errors import ConfigError
 from mugv.retrieval.model import TWBert
+from mugv.retrieval.text_encoder import masked_mean
 from mugv.retrieval.video_encoder import VideoFeatures
 
 
@@ -102,10 +103,13 @@ class TWBertObjective(nn.Module):
 
     momentum_names = ("video_encoder", "text_encoder", "vision_proj", "text_proj")
 
-    def __init__(self, model: TWBert, weights: LossWeights | None = None) -> None:
+    def __init__(
+        self, model: TWBert, weights: LossWeights | None = None, *, vtm_batch: int | None = None
+    ) -> None:
         super().__init__()
         self.model = model
         self.weights = weights or LossWeights()
+        self.vtm_batch = vtm_batch  # VTM on the first `vtm_batch` pairs only (CPU budgets)
         for name in self.momentum_names:
             twin = copy.deepcopy(getattr(model, name))
             twin.requires_grad_(False)
@@ -134,24 +138,36 @@ class TWBertObjective(nn.Module):
         self.queue_ptr.fill_((int(self.queue_ptr) + b) % q)
 
     def forward(
-        self, frames: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, pair_ids: torch.Tensor
+        self,
+        frames: torch.Tensor,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        pair_ids: torch.Tensor,
+        states: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        # frames (B, T, 3, H, W); ids, mask (B, L); pair_ids (B,) long
+        # frames (B, T, 3, H, W); ids, mask (B, L); pair_ids (B,) long; states (B, L, C) the
+        # text encoder's output, precomputable only when the text encoder is frozen
         model, w = self.model, self.weights
+        if states is not None and any(p.requires_grad for p in model.text_encoder.parameters()):
+            raise ConfigError(
+                "precomputed text states need a frozen text encoder: call "
+                "model.text_encoder.requires_grad_(False) or pass states=None"
+            )
         alpha = model.config.distill_alpha
         with torch.no_grad():
             model.temp.clamp_(0.001, 0.5)
         temp = model.temp
         video = model.encode_video(frames)
-        states = model.encode_text(ids, mask)
+        states = model.encode_text(ids, mask) if states is None else states
         v = model.video_embed(video)  # (B, E)
-        t = model.text_embed(states)  # (B, E)
+        t = model.text_embed(states, mask)  # (B, E)
 
         with torch.no_grad():
             if self.training:
                 self.momentum_update()
             v_m = F.normalize(self.vision_proj_m(self.video_encoder_m(frames).video_cls), dim=-1)
-            t_m = F.normalize(self.text_proj_m(self.text_encoder_m(ids, mask)[:, 0]), dim=-1)
+            states_m = states if states is not None else self.text_encoder_m(ids, mask)
+            t_m = F.normalize(self.text_proj_m(masked_mean(states_m, mask)), dim=-1)
             v_all = torch.cat([v_m.T, self.video_queue.clone()], dim=1)  # (E, B+Q)
             t_all = torch.cat([t_m.T, self.text_queue.clone()], dim=1)
             idx_all = torch.cat([pair_ids, self.idx_queue.clone()])
@@ -178,7 +194,15 @@ class TWBertObjective(nn.Module):
             losses["fine"] = (soft_contrastive(sim, inbatch) + soft_contrastive(sim.T, inbatch)) / 2
 
         if w.vtm:
-            losses["vtm"] = self.vtm_loss(states, mask, video, sim_t2v, sim_v2t, pair_ids)
+            n = self.vtm_batch or states.shape[0]
+            losses["vtm"] = self.vtm_loss(
+                states[:n],
+                mask[:n],
+                select_video(video, torch.arange(min(n, states.shape[0]))),
+                sim_t2v[:n, :n],
+                sim_v2t[:n, :n],
+                pair_ids[:n],
+            )
 
         if w.mlm:
             masked, labels = mask_tokens(ids, mask, model.tokenizer, model.config.mlm_probability)

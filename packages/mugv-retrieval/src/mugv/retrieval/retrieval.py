@@ -67,8 +67,9 @@ def embed_texts(model: TWBert, texts: Sequence[str], *, batch_size: int = 256) -
     ids, mask = model.tokenize(texts)
     embeds, states = [], []
     for start in range(0, ids.shape[0], batch_size):
-        s = model.encode_text(ids[start : start + batch_size], mask[start : start + batch_size])
-        embeds.append(model.text_embed(s))
+        m = mask[start : start + batch_size]
+        s = model.encode_text(ids[start : start + batch_size], m)
+        embeds.append(model.text_embed(s, m))
         states.append(s)
     return TextIndex(torch.cat(embeds), torch.cat(states), mask)
 

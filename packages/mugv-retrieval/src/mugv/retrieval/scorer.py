@@ -73,7 +73,7 @@ class TWBertScorer:
             video = model.encode_video(torch.stack(frames[start : start + self.batch_size]))
             states = model.encode_text(ids, mask)
             if self.mode == "contrastive":
-                s = (model.text_embed(states) * model.video_embed(video)).sum(dim=-1)
+                s = (model.text_embed(states, mask) * model.video_embed(video)).sum(dim=-1)
             else:
                 s = model.vtm_logits(model.fuse(states, mask, video)).softmax(dim=-1)[:, 1]
             out[idx] = s.double().numpy()

@@ -45,6 +45,17 @@ def load_bert_state(path: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("bert."): v for k, v in state.items()}
 
 
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the valid tokens: (B, L, C), (B, L) -> (B, C).
+
+    The sentence vector of the text side. MiniLM was trained with mean pooling and its [CLS]
+    state is nearly constant across sentences (cosine > 0.99999 after 3 layers), so TW-BERT's
+    [CLS] readout is replaced by the masked mean.
+    """
+    m = mask.to(states.dtype)[..., None]
+    return (states * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+
+
 class BertAttention(nn.Module):
     """Multi-head attention whose keys/values may hold more than the queries' own sequence."""
 

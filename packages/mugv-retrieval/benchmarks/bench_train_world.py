@@ -1,0 +1,283 @@
+"""Train TW-BERT on the synthetic world on a CPU and evaluate retrieval, hard negatives, QA.
+
+Recipe (CPU budget): the MiniLM text encoder is frozen and its states cached once; per seed,
+stage 1 aligns (VTC with momentum distillation + fine-grained VTC) the video encoder to the
+text; stage 2 forks the aligned model into the T2W model and the patch-to-word baseline and
+trains each with VTC + fine-grained + VTM (MLM off). Evaluation on the test split: 1k x 1k
+contrastive retrieval both ways, top-k VTM re-ranking for the first `--rerank-queries` texts,
+and the motion-only / colour-swap hard-negative galleries (each clip next to its edited twin),
+re-ranked with k=2. QA: the seed-0 T2W model fine-tuned with the answer classifier.
+
+    timeout 1500 nice -n 5 python bench_train_world.py --out result.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from mugv.data.world import SyntheticWorld, WorldConfig
+from mugv.infra import single_process
+from mugv.retrieval import LossWeights, TWBert, TWBertObjective, small
+from mugv.retrieval.data import AnswerVocab, hard_negatives, load_world
+from mugv.retrieval.retrieval import (
+    embed_texts,
+    embed_videos,
+    rerank_scores,
+    retrieval_metrics,
+)
+from mugv.retrieval.train import (
+    PretrainBatches,
+    QABatches,
+    TextCache,
+    evaluate_qa,
+    fit,
+    pretrain_step,
+    qa_step,
+)
+
+VARIANTS = ("t2w", "p2w")
+
+
+def build(cross_attention: str, num_answers: int, frames: int) -> TWBert:
+    cfg = small()
+    cfg.video.num_frames = frames
+    cfg.cross_attention = cross_attention
+    cfg.num_answers = num_answers
+    cfg.patch_pool = 2
+    cfg.__post_init__()
+    model = TWBert(cfg)
+    model.text_encoder.requires_grad_(False)
+    return model
+
+
+def evaluate(model, test, motion, colour, args) -> dict:
+    model.eval()
+    texts = [c[0] for c in test.captions]
+    videos = embed_videos(model, test.frames, batch_size=128)
+    text_index = embed_texts(model, texts)
+    out = {
+        "contrastive": retrieval_metrics(
+            *rerank_scores(model, text_index, videos, k=0), list(range(len(texts)))
+        )
+    }
+    q = args.rerank_queries
+    sub = embed_texts(model, texts[:q])
+    t2v, _ = rerank_scores(model, sub, videos, k=args.rerank_k, batch_size=128)
+    t2v0, _ = rerank_scores(model, sub, videos, k=0)
+    out[f"first{q}_t2v_contrastive"] = retrieval_metrics(t2v0, t2v0.T, list(range(q)))["t2v"]
+    out[f"first{q}_t2v_rerank{args.rerank_k}"] = retrieval_metrics(t2v, t2v.T, list(range(q)))[
+        "t2v"
+    ]
+    for name, hn in (("motion", motion), ("colour", colour)):
+        v = embed_videos(model, hn.frames, batch_size=128)
+        t = embed_texts(model, hn.texts)
+        res = {}
+        for k in (0, 2):
+            t2v_h, v2t_h = rerank_scores(model, t, v, k=k, batch_size=128)
+            m = retrieval_metrics(t2v_h, v2t_h, hn.text_to_video)
+            # pair accuracy: each text prefers its own video over the edited twin
+            s = t2v_h.numpy()
+            n = len(hn.texts) // 2
+            own = s[np.arange(2 * n), np.arange(2 * n)]
+            twin = s[np.arange(2 * n), np.arange(2 * n) ^ 1]
+            m["pair_acc"] = float(100 * np.mean(own > twin))
+            res["contrastive" if k == 0 else "rerank2"] = m
+        out[f"hard_{name}"] = res
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--train-clips", type=int, default=2000)
+    p.add_argument("--test-clips", type=int, default=1000)
+    p.add_argument("--frames", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--stage1-steps", type=int, default=150)
+    p.add_argument("--stage2-steps", type=int, default=30)
+    p.add_argument("--vtm-batch", type=int, default=8)
+    p.add_argument("--rerank-k", type=int, default=16)
+    p.add_argument("--rerank-queries", type=int, default=100)
+    p.add_argument("--hard-negatives", type=int, default=150)
+    p.add_argument("--qa-steps", type=int, default=40)
+    p.add_argument("--qa-test-clips", type=int, default=150)
+    p.add_argument("--budget-s", type=float, default=1200, help="no new seed after this")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="bench_train_world.json")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    world = SyntheticWorld(
+        WorldConfig(
+            num_frames=8,
+            height=32,
+            width=32,
+            fps=4.0,
+            seed=0,
+            train_size=args.train_clips,
+            test_size=args.test_clips,
+        )
+    )
+    load = {"num_frames": args.frames, "image_size": 32}
+    train = load_world(world, "train", args.train_clips, **load)
+    test = load_world(world, "test", args.test_clips, **load)
+    motion = hard_negatives(world, test, "motion", limit=args.hard_negatives, **load)
+    colour = hard_negatives(world, test, "colour", limit=args.hard_negatives, **load)
+    vocab = AnswerVocab.build(train.qa)
+    result = {"args": vars(args), "seeds": {}, "setup_s": 0.0}
+    with single_process(seed=0) as info:
+        torch.manual_seed(0)
+        base = build("t2w", len(vocab), args.frames)
+        cache = TextCache(base, [c for cs in train.captions for c in cs])
+        result["setup_s"] = time.perf_counter() - start
+        print(
+            f"setup {result['setup_s']:.0f}s: {len(train)} train, {len(test)} test clips, "
+            f"{len(motion.texts) // 2} motion / {len(colour.texts) // 2} colour twins, "
+            f"{len(vocab)} answers"
+        )
+        common = {"info": info, "log_every": 25, "weight_decay": 0.02}
+        for seed in range(args.seeds):
+            if time.perf_counter() - start > args.budget_s:
+                print(f"budget reached: stopping after {seed} seeds")
+                break
+            torch.manual_seed(seed)
+            model = build("t2w", len(vocab), args.frames)
+            t0 = time.perf_counter()
+            obj = TWBertObjective(model, LossWeights(vtm=0.0, mlm=0.0))
+            data = PretrainBatches(model, train, args.batch_size, seed=seed, cache=cache)
+            fit(
+                obj,
+                pretrain_step,
+                data,
+                steps=args.stage1_steps,
+                lr=5e-4,
+                warmup_steps=args.stage1_steps // 10,
+                **common,
+            )
+            aligned = {k: v.clone() for k, v in model.state_dict().items()}
+            runs = {"stage1_s": time.perf_counter() - t0}
+            for variant in VARIANTS:
+                t0 = time.perf_counter()
+                torch.manual_seed(seed)
+                fork = build(variant, len(vocab), args.frames)
+                missing, unexpected = fork.load_state_dict(aligned, strict=False)
+                assert all("trajectory" in k for k in [*missing, *unexpected])
+                obj = TWBertObjective(fork, LossWeights(mlm=0.0), vtm_batch=args.vtm_batch)
+                data = PretrainBatches(fork, train, args.batch_size, seed=seed + 100, cache=cache)
+                fit(
+                    obj,
+                    pretrain_step,
+                    data,
+                    steps=args.stage2_steps,
+                    lr=1e-4,
+                    warmup_steps=args.stage2_steps // 10,
+                    **common,
+                )
+                train_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                metrics = evaluate(fork, test, motion, colour, args)
+                metrics.update(train_s=train_s, eval_s=time.perf_counter() - t0)
+                runs[variant] = metrics
+                c = metrics["contrastive"]
+                print(
+                    f"seed {seed} {variant}: t2v R@1/5/10 {c['t2v']['R@1']:.1f}/"
+                    f"{c['t2v']['R@5']:.1f}/{c['t2v']['R@10']:.1f} MdR {c['t2v']['MdR']:.0f} | "
+                    f"v2t R@1/5/10 {c['v2t']['R@1']:.1f}/{c['v2t']['R@5']:.1f}/"
+                    f"{c['v2t']['R@10']:.1f} MdR {c['v2t']['MdR']:.0f} | motion pair acc "
+                    f"{metrics['hard_motion']['rerank2']['pair_acc']:.1f} (contrastive "
+                    f"{metrics['hard_motion']['contrastive']['pair_acc']:.1f}) | "
+                    f"{time.perf_counter() - start:.0f}s"
+                )
+                if seed == 0 and variant == "t2w" and args.qa_steps:
+                    t0 = time.perf_counter()
+                    qa_data = QABatches(fork, train, vocab, args.batch_size, seed=seed)
+                    fit(
+                        fork,
+                        qa_step,
+                        qa_data,
+                        steps=args.qa_steps,
+                        lr=2e-4,
+                        warmup_steps=args.qa_steps // 10,
+                        **common,
+                    )
+                    qa_test = load_world(world, "test", args.qa_test_clips, **load)
+                    result["qa"] = evaluate_qa(fork, qa_test, vocab)
+                    result["qa"]["majority_baseline"] = majority(qa_test, vocab)
+                    result["qa"]["seconds"] = time.perf_counter() - t0
+                    print(
+                        f"QA accuracy {result['qa']['accuracy']:.1f}% on "
+                        f"{result['qa']['count']:.0f} test pairs (majority "
+                        f"{result['qa']['majority_baseline']:.1f}%)"
+                    )
+            result["seeds"][seed] = runs
+            write(result, args.out, start)
+    summary(result)
+    write(result, args.out, start)
+
+
+def majority(data, vocab) -> float:
+    """Accuracy of answering each question type's most common answer (the text-only floor)."""
+    from collections import Counter
+
+    by_q: dict[str, Counter] = {}
+    for pairs in data.qa:
+        for p in pairs:
+            by_q.setdefault(" ".join(p.question.split()[:3]), Counter())[p.answer] += 1
+    hit = sum(c.most_common(1)[0][1] for c in by_q.values())
+    return 100.0 * hit / max(sum(sum(c.values()) for c in by_q.values()), 1)
+
+
+def summary(result: dict) -> None:
+    seeds = result["seeds"]
+    if not seeds:
+        return
+    print(f"\n{'variant':8s} {'metric':34s} " + " ".join(f"seed{s:<4}" for s in seeds) + "  mean")
+    rows = [
+        ("contrastive", "t2v", "R@1"),
+        ("contrastive", "t2v", "R@5"),
+        ("contrastive", "t2v", "R@10"),
+        ("contrastive", "t2v", "MdR"),
+        ("contrastive", "v2t", "R@1"),
+        ("contrastive", "v2t", "R@5"),
+        ("contrastive", "v2t", "R@10"),
+        ("contrastive", "v2t", "MdR"),
+    ]
+    for variant in VARIANTS:
+        any_run = next(iter(seeds.values()))[variant]
+        rr = [k for k in any_run if k.startswith("first")]
+        lines = [((a, b, c), f"1k {a} {b} {c}") for a, b, c in rows]
+        lines += [((k, "R@1"), f"{k} R@1") for k in rr] + [((k, "R@5"), f"{k} R@5") for k in rr]
+        for hn in ("hard_motion", "hard_colour"):
+            for mode in ("contrastive", "rerank2"):
+                for m in ("pair_acc", "t2v/R@1", "v2t/R@1", "t2v/MdR"):
+                    lines.append(((hn, mode, *m.split("/")), f"{hn} {mode} {m}"))
+        for path, label in lines:
+            vals = []
+            for s in seeds:
+                node = seeds[s][variant]
+                for key in path:
+                    node = node[key]
+                vals.append(node)
+            print(
+                f"{variant:8s} {label:34s} "
+                + " ".join(f"{v:8.1f}" for v in vals)
+                + f"  {np.mean(vals):6.1f}"
+            )
+
+
+def write(result: dict, path: str, start: float) -> None:
+    result["total_s"] = time.perf_counter() - start
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

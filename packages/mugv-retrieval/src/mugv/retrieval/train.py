@@ -1,0 +1,144 @@
+"""Training on `mugv.infra`'s Trainer: batch iterables and step functions (needs `[train]`).
+
+Pre-training hands the Trainer the `TWBertObjective` (the model plus its momentum encoders
+and queues, which are buffers or frozen parameters, so the optimiser sees only the model);
+QA fine-tuning hands it the `TWBert` with a QA head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from mugv.retrieval.data import AnswerVocab, ClipSet, batches, qa_items
+from mugv.retrieval.model import TWBert
+from mugv.retrieval.objectives import TWBertObjective, qa_loss
+
+Batch = tuple[torch.Tensor, ...]
+
+
+class TextCache:
+    """Text-encoder states of a fixed set of texts, computed once (frozen text encoder).
+
+    Stored per text without padding, in bfloat16; `batch` pads a batch back to its longest.
+    """
+
+    def __init__(self, model: TWBert, texts: list[str], *, batch_size: int = 256) -> None:
+        self.pad_id = model.tokenizer.pad_token_id
+        self.items: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        unique = list(dict.fromkeys(texts))
+        with torch.no_grad():
+            for start in range(0, len(unique), batch_size):
+                chunk = unique[start : start + batch_size]
+                ids, mask = model.tokenize(chunk)
+                states = model.encode_text(ids, mask)
+                for k, text in enumerate(chunk):
+                    n = int(mask[k].sum())
+                    self.items[text] = (ids[k, :n], states[k, :n].to(torch.bfloat16))
+
+    def batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids (B, L), mask (B, L), states (B, L, C) float32) of cached texts."""
+        length = max(self.items[t][0].shape[0] for t in texts)
+        c = next(iter(self.items.values()))[1].shape[-1]
+        ids = torch.full((len(texts), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(texts), length, dtype=torch.long)
+        states = torch.zeros(len(texts), length, c)
+        for k, t in enumerate(texts):
+            tid, st = self.items[t]
+            ids[k, : len(tid)], mask[k, : len(tid)], states[k, : len(tid)] = tid, 1, st.float()
+        return ids, mask, states
+
+
+class PretrainBatches:
+    """Endless (frames, ids, mask, pair_ids[, states]) batches, a random paraphrase per clip.
+
+    With a `TextCache` (frozen text encoder) each batch also carries the text states.
+    """
+
+    def __init__(
+        self,
+        model: TWBert,
+        data: ClipSet,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        cache: TextCache | None = None,
+    ) -> None:
+        self.model, self.data, self.batch_size, self.seed = model, data, batch_size, seed
+        self.cache = cache
+
+    def __iter__(self) -> Iterator[Batch]:
+        for frames, texts, pair_ids in batches(self.data, self.batch_size, seed=self.seed):
+            if self.cache is None:
+                ids, mask = self.model.tokenize(texts)
+                yield frames, ids, mask, pair_ids
+            else:
+                ids, mask, states = self.cache.batch(texts)
+                yield frames, ids, mask, pair_ids, states
+
+
+class QABatches:
+    """Endless (frames, question ids, mask, answer index) batches over in-vocabulary pairs."""
+
+    def __init__(
+        self, model: TWBert, data: ClipSet, vocab: AnswerVocab, batch_size: int, *, seed: int = 0
+    ) -> None:
+        clips, questions, answers = qa_items(data, vocab)
+        keep = [k for k in range(len(clips)) if answers[k] >= 0]
+        self.model, self.data, self.batch_size, self.seed = model, data, batch_size, seed
+        self.clips = [clips[k] for k in keep]
+        self.questions = [questions[k] for k in keep]
+        self.answers = answers[keep]
+
+    def __iter__(self) -> Iterator[Batch]:
+        rng = np.random.default_rng(self.seed)
+        while True:
+            order = rng.permutation(len(self.clips))
+            for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
+                idx = order[start : start + self.batch_size]
+                ids, mask = self.model.tokenize([self.questions[k] for k in idx])
+                frames = self.data.frames[[self.clips[k] for k in idx]]
+                yield frames, ids, mask, self.answers[idx]
+
+
+def pretrain_step(
+    objective: TWBertObjective, batch: Batch
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The Trainer's step_fn for pre-training: weighted VTC + fine-grained + VTM + MLM."""
+    out = objective(*batch)
+    return out["loss"], {k: float(v.detach()) for k, v in out.items() if k != "loss"}
+
+
+def qa_step(model: TWBert, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    """The Trainer's step_fn for video QA fine-tuning."""
+    out = qa_loss(model, *batch)
+    return out["loss"], {"accuracy": float(out["accuracy"])}
+
+
+def fit(module: torch.nn.Module, step_fn: Any, data: Any, *, info: Any, **trainer_kwargs: Any):
+    """Runs `mugv.infra.Trainer` for `TrainerConfig(**trainer_kwargs)`; returns the Trainer."""
+    from mugv.infra.trainer import Trainer, TrainerConfig
+
+    trainer = Trainer(module, step_fn, data, TrainerConfig(**trainer_kwargs), info=info)
+    trainer.fit()
+    return trainer
+
+
+@torch.no_grad()
+def evaluate_qa(
+    model: TWBert, data: ClipSet, vocab: AnswerVocab, *, batch_size: int = 128
+) -> dict[str, float]:
+    """Accuracy over every QA pair of `data`; out-of-vocabulary answers count as wrong."""
+    model.eval()
+    clips, questions, answers = qa_items(data, vocab)
+    correct = 0
+    for start in range(0, len(clips), batch_size):
+        ids, mask = model.tokenize(questions[start : start + batch_size])
+        frames = data.frames[clips[start : start + batch_size]]
+        cross = model.fuse(model.encode_text(ids, mask), mask, model.encode_video(frames))
+        pred = model.qa_logits(cross).argmax(dim=-1)
+        correct += int((pred == answers[start : start + batch_size]).sum())
+    return {"accuracy": 100.0 * correct / max(len(clips), 1), "count": float(len(clips))}
