@@ -100,7 +100,14 @@ def main() -> None:
     p.add_argument("--test-clips", type=int, default=50)
     p.add_argument("--checkpoint", default="bench-out/vae-world")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads (1 avoids OpenMP thrashing on a shared, oversubscribed CPU)",
+    )
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     world = SyntheticWorld(WorldConfig(num_frames=16, height=64, width=64, fps=8, seed=0))

@@ -4,6 +4,15 @@ import torch
 from mugv.vae import CONFIGS, VideoVAE
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convs gain nothing from threads, and OpenMP spinning on a shared CPU costs 10-30x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_vae() -> VideoVAE:
     torch.manual_seed(0)

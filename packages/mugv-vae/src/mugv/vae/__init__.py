@@ -3,6 +3,7 @@
 from mugv.vae._errors import VAECheckpointError, VAEConfigError, VAEError, VAEInputError
 from mugv.vae.config import CONFIGS, SpatialConfig, TemporalConfig, VAEConfig
 from mugv.vae.convert import convert_state_dict, load_authors_checkpoint
+from mugv.vae.encode import EncodeReport, encode_shards
 from mugv.vae.frames import clips_to_batch, tensor_to_frames, video_to_tensor
 from mugv.vae.losses import LossConfig, PatchDiscriminator3D, psnr, ssim
 from mugv.vae.model import LatentCodec, VideoVAE
@@ -13,6 +14,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CONFIGS",
+    "EncodeReport",
     "LatentCodec",
     "LossConfig",
     "PatchDiscriminator3D",
@@ -31,6 +33,7 @@ __all__ = [
     "clips_to_batch",
     "compute_latent_stats",
     "convert_state_dict",
+    "encode_shards",
     "load_authors_checkpoint",
     "make_step_fn",
     "psnr",
