@@ -38,6 +38,13 @@ def _attributes(spec: SceneSpec) -> Counter:
     )
 
 
+def test_five_distinct_captions_for_every_scene():
+    world = SyntheticWorld(WorldConfig(captions_per_clip=5))
+    for i in range(30):
+        captions = world.sample("val", i).captions
+        assert len(set(captions)) == 5, captions
+
+
 def test_vocabulary_sizes():
     assert len(COLOURS) >= 6 and len(SHAPES) >= 4 and len(SIZES) == 2
     assert set(MOTIONS) == {"left", "right", "up", "down", "static"}
@@ -208,6 +215,7 @@ def test_parse_prompt_relations_are_laid_out():
         {"train_size": -1},
         {"held_out_colour_shape": (("pink", "circle"),)},
         {"max_objects": 5},
+        {"captions_per_clip": 9},
     ],
 )
 def test_bad_config_names_the_field(kwargs):

@@ -12,9 +12,10 @@ clip (blur, noise, colour shift, H.264 artefacts, 32x32 frames):
 4. *Coverage*: each pixel's chroma over its object's peak chroma estimates the fraction of it
    the object covers, so area and centroid are unbiased by blur (which only moves coverage).
 5. *Tracks*: components linked frame to frame by colour and nearest centroid.
-6. *Shape and size*: each shape hypothesis fixes a side (from the area) and a box (from the
-   centroid); the hypothesis whose rendered, optionally blurred, template best matches the
-   coverage wins. *Motion*: a line fitted to the centroids.
+6. *Shape*: third and fourth cumulants of the coverage, which a Gaussian blur leaves
+   unchanged: vertical skewness marks the upright triangle, the ratio of the fourth
+   cumulants along the axes and along the diagonals tells square, circle and diamond apart.
+   *Size*: the side the area implies for that shape. *Motion*: a line fitted to the centroids.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 
 from mugv.data._errors import DataError
 from mugv.data._schema import VideoClip
-from mugv.data.world._spec import PALETTE, SIZE_FRACTIONS, SceneSpec
+from mugv.data.world._spec import PALETTE, SIZE_FRACTIONS, ObjectSpec, SceneSpec
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ class Oracle:
         self.config = config or OracleConfig()
 
     def parse(self, frames: np.ndarray | VideoClip) -> list[DetectedObject]:
-        """Objects in uint8 ``(T, H, W, 3)`` frames (or one ``(H, W, 3)`` image), largest first."""
+        """Objects in uint8 ``(T, H, W, 3)`` frames (or one ``(H, W, 3)`` image), longest-seen first."""
         frames = self._check(frames)
         T, H, W, _ = frames.shape
         short = min(H, W)
@@ -184,7 +185,7 @@ class Oracle:
         labels = _components(classes)
         alpha, labels = self._coverage(x, background - tint, chroma - base, labels)
         blobs = self._blobs(alpha, labels, classes, 0.5 * _AREA["triangle"] * (0.2 * short) ** 2)
-        tracks = self._track(blobs, short)
+        tracks = self._track(blobs, short, T)
         objects = [self._describe(track, (T, H, W)) for track in tracks]
         objects.sort(key=lambda o: -o.frames_seen)
         logger.debug("oracle: %d components, %d tracks", len(blobs), len(objects))
@@ -224,7 +225,7 @@ class Oracle:
         return out
 
     @staticmethod
-    def _agree(o, d: DetectedObject) -> int:
+    def _agree(o: ObjectSpec, d: DetectedObject) -> int:
         return sum(getattr(o, a) == getattr(d, a) for a in ("colour", "shape", "size", "motion"))
 
     def _check(self, frames: np.ndarray | VideoClip) -> np.ndarray:
@@ -282,7 +283,7 @@ class Oracle:
         peak = np.zeros(len(ids), np.float32)
         np.maximum.at(peak, component[inside], c[inside])
         core = inside & (c >= 0.75 * peak[component])
-        frame = pixels // (size // len(background))
+        frame = pixels // (size // len(background))  # pixel -> its frame index
         d = (x.reshape(-1, 3)[pixels] - background[frame]) @ _YUV_WEIGHTED.T  # (M, 3)
         count = np.maximum(np.bincount(component[core], minlength=len(ids)), 1)
         colour = (
@@ -332,7 +333,7 @@ class Oracle:
             if mass[k] >= self.config.min_area * smallest_area
         ]
 
-    def _track(self, blobs: list[_Blob], short: int) -> list[list[_Blob]]:
+    def _track(self, blobs: list[_Blob], short: int, num_frames: int) -> list[list[_Blob]]:
         """Greedy frame-to-frame linking by colour and nearest centroid."""
         tracks: list[list[_Blob]] = []
         for t in sorted({b.frame for b in blobs}):
@@ -352,7 +353,6 @@ class Oracle:
                 else:
                     tracks[best].append(b)
                     used.add(best)
-        num_frames = max((b.frame for b in blobs), default=0) + 1
         return [tr for tr in tracks if len(tr) >= self.config.min_presence * num_frames]
 
     def _describe(self, track: list[_Blob], shape_thw: tuple[int, int, int]) -> DetectedObject:

@@ -23,6 +23,7 @@ RELATION_PHRASES = {
     "above": "is above",
     "below": "is below",
 }
+MAX_CAPTIONS = 5  # paraphrases every scene has (the relational one needs a relation)
 _TOWARDS = {"left": "to the left", "right": "to the right", "up": "upward", "down": "downward"}
 
 

@@ -9,12 +9,14 @@ import numpy as np
 
 from mugv.data._schema import CaptionedClip, VideoClip
 from mugv.data.world._annotate import qa_pairs, scene_graph, trajectories
-from mugv.data.world._layout import fitting_speeds, place
+from mugv.data.world._caption import MAX_CAPTIONS
+from mugv.data.world._layout import MARGIN, fitting_speeds, place
 from mugv.data.world._render import render_frames
 from mugv.data.world._spec import (
     COLOURS,
     MOTIONS,
     SHAPES,
+    SIZE_FRACTIONS,
     SIZES,
     SPEEDS,
     ObjectSpec,
@@ -75,6 +77,11 @@ class WorldConfig:
                 )
         if self.max_objects > 3:
             raise WorldError(f"WorldConfig.max_objects must be 1..3; got {self.max_objects}")
+        if self.captions_per_clip > MAX_CAPTIONS:
+            raise WorldError(
+                f"WorldConfig.captions_per_clip must be 1..{MAX_CAPTIONS} (the distinct "
+                f"paraphrases every scene has); got {self.captions_per_clip}"
+            )
         object.__setattr__(
             self, "held_out_colour_shape", tuple(tuple(p) for p in self.held_out_colour_shape)
         )
@@ -98,7 +105,8 @@ class WorldConfig:
                 f"WorldConfig.test_held_out_fraction must be in [0, 1]; got {self.test_held_out_fraction}"
             )
         if not fitting_speeds("large", self.duration):
-            longest = self.fps * (1 - 0.32 - 0.04) / SPEEDS["slow"] + 1
+            room = 1.0 - SIZE_FRACTIONS["large"] - 2 * MARGIN  # travel a large shape has
+            longest = self.fps * room / SPEEDS["slow"] + 1
             raise WorldError(
                 f"WorldConfig: {self.num_frames} frames at {self.fps} fps last {self.duration:.2f} s, "
                 f"too long for a moving shape to stay in the frame; use num_frames <= "
