@@ -60,6 +60,8 @@ def test_lr_schedules():
     assert all(a >= b for a, b in itertools.pairwise(cos[3:]))
     assert math.isclose(lr_at(14, schedule="cosine", **kw), 0.1)
     assert [lr_at(s, schedule="constant", **kw) for s in (3, 8, 13)] == [1.0, 1.0, 1.0]
+    noam = [lr_at(s, schedule="inverse_sqrt", **kw) for s in (3, 4, 15)]
+    assert noam == [1.0, math.sqrt(4 / 5), 0.5]  # peak lr at the end of warm-up, then 1/sqrt
 
 
 def test_ema_matches_the_recurrence():

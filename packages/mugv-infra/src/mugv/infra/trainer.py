@@ -46,7 +46,7 @@ class TrainerConfig:
     lr: float = 1e-4
     min_lr: float = 0.0
     warmup_steps: int = 0
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "constant", "inverse_sqrt"] = "cosine"
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
@@ -75,8 +75,8 @@ class TrainerConfig:
             raise bad("min_lr", f"use 0 <= min_lr <= lr={self.lr}")
         if not 0 <= self.warmup_steps <= self.steps:
             raise bad("warmup_steps", f"use 0 <= warmup_steps <= steps={self.steps}")
-        if self.schedule not in ("cosine", "constant"):
-            raise bad("schedule", "use 'cosine' or 'constant'")
+        if self.schedule not in ("cosine", "constant", "inverse_sqrt"):
+            raise bad("schedule", "use 'cosine', 'constant' or 'inverse_sqrt'")
         if self.weight_decay < 0:
             raise bad("weight_decay", "use a non-negative weight decay")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
