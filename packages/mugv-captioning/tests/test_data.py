@@ -84,7 +84,6 @@ def test_world_examples_vocabularies_and_batches(tmp_path):
 
 
 def test_oracle_graph_matches_world_ground_truth():
-    pytest.importorskip("mugv.data.oracle")
     from mugv.captioning.oracle_graph import oracle_scene_graph
     from mugv.data.world import SyntheticWorld, WorldConfig
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-pytest.importorskip("mugv.infra.trainer")
 from _captioning_toy import toy_examples
 
 from mugv.captioning.data import CaptionCollator, build_vocabularies

@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from mugv.data import Relation, SceneGraph, SceneObject, VideoClip
+from mugv.data.oracle import DetectedObject, Oracle
+from mugv.data.world import SPEEDS
 
 
-def _speed_word(detection, clip: VideoClip) -> str:
-    from mugv.data.world import SPEEDS
-
+def _speed_word(detection: DetectedObject, clip: VideoClip) -> str:
     seconds = max(clip.num_frames - 1, 1) / clip.fps
     axis = 0 if detection.motion in ("left", "right") else 1
     speed = abs(detection.displacement[axis]) / seconds
@@ -44,13 +44,9 @@ def _relation(a: np.ndarray, b: np.ndarray, height: int, width: int) -> str | No
     return kinds.pop() if len(kinds) == 1 else None
 
 
-def oracle_scene_graph(clip: VideoClip, oracle: object | None = None) -> SceneGraph:
+def oracle_scene_graph(clip: VideoClip, oracle: Oracle | None = None) -> SceneGraph:
     """Parse ``clip`` with the world oracle (``mugv.data.oracle.Oracle``) into a scene graph."""
-    if oracle is None:
-        from mugv.data.oracle import Oracle
-
-        oracle = Oracle()
-    found = oracle.parse(clip.frames)
+    found = (oracle or Oracle()).parse(clip.frames)
     objects = []
     for i, d in enumerate(found):
         motion = (
