@@ -1,0 +1,147 @@
+"""Training-step throughput of MUGDiT (Megatron, local spec) vs a plain-PyTorch DiT, on CPU.
+
+Both models hold the same weights (converted with `mugv.dit.to_reference`) and are checked
+to agree before timing. A step is forward, MSE loss, backward and AdamW. The attention share
+is the time inside scaled-dot-product attention (forward and backward) over the step's time,
+from the PyTorch profiler.
+
+    python bench_step.py --out result.json [--config tiny --batch 8 --frames 3 --size 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _plain_dit import PlainDiT
+
+from mugv.dit import MUGDiT, dit_config, to_reference
+from mugv.dit.pretrained import full_state_dict
+from mugv.infra import single_process
+
+
+def make_batch(args, text_dim):
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(args.batch, args.text_len, dtype=torch.bool)
+    mask[: args.batch // 2, args.text_len // 2 :] = False
+    return dict(
+        x=torch.randn(args.batch, 24, args.frames, args.size, args.size, generator=g),
+        timestep=torch.rand(args.batch, generator=g),
+        text=torch.randn(args.batch, args.text_len, text_dim, generator=g),
+        text_mask=mask,
+        fps=torch.full((args.batch,), 8.0),
+    )
+
+
+def step_fn(model, batch, target):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(model(**batch), target)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def time_interleaved(steps: dict, rounds: int, per_round: int, warmup: int) -> dict:
+    """Median seconds per step of each model, alternating models round by round so that
+    load changes on a shared machine hit both alike."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    samples = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(per_round):
+                step()
+            samples[name].append((time.perf_counter() - start) / per_round)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def attention_share(step):
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=acts) as prof:
+        step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    attn = sum(e.self_cpu_time_total for e in events if "scaled_dot_product" in e.key)
+    return attn / max(total, 1e-9)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench_step.json")
+    parser.add_argument("--config", default="tiny")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=3)
+    parser.add_argument("--size", type=int, default=8, help="latent height = width")
+    parser.add_argument("--text-len", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--per-round", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    cfg = dit_config(args.config)
+    batch = make_batch(args, cfg.text_dim)
+    target = torch.randn_like(batch["x"])
+    tokens = args.frames * (args.size // 2) ** 2 + 2
+    with single_process(seed=0):
+        ours = MUGDiT(cfg)
+        with torch.no_grad():  # non-zero final layer so both models do real work
+            ours.final_layer.linear.weight.normal_(std=0.02)
+        plain = PlainDiT(cfg.hidden_size, cfg.num_heads, cfg.depth, cfg.text_dim, cfg.text_len)
+        plain.load_state_dict(to_reference(full_state_dict(ours), cfg))
+        with torch.no_grad():
+            diff = (ours(**batch) - plain(**batch)).abs().max().item()
+        steps = {"mugdit": step_fn(ours, batch, target), "plain": step_fn(plain, batch, target)}
+        seconds = time_interleaved(steps, args.rounds, args.per_round, args.warmup)
+        rows = {
+            name: {
+                "step_ms": 1000 * seconds[name],
+                "samples_per_s": args.batch / seconds[name],
+                "tokens_per_s": args.batch * tokens / seconds[name],
+                "attention_share": attention_share(step),
+            }
+            for name, step in steps.items()
+        }
+    result = {
+        "benchmark": "mugv-dit training step (fwd + bwd + AdamW), CPU",
+        "device": f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "load_average_1min": os.getloadavg()[0],
+        "config": args.config,
+        "batch": args.batch,
+        "latent": [24, args.frames, args.size, args.size],
+        "tokens_per_sample": tokens,
+        "text_len": args.text_len,
+        "max_abs_output_diff": diff,
+        "results": rows,
+        "ratio_step_time_mugdit_over_plain": rows["mugdit"]["step_ms"] / rows["plain"]["step_ms"],
+        "target_ratio": 1.1,
+    }
+    print(f"{'model':<8} {'step ms':>9} {'samples/s':>10} {'tokens/s':>10} {'attn share':>10}")
+    for name, row in rows.items():
+        print(
+            f"{name:<8} {row['step_ms']:>9.2f} {row['samples_per_s']:>10.1f} "
+            f"{row['tokens_per_s']:>10.0f} {row['attention_share']:>10.1%}"
+        )
+    print(
+        f"step-time ratio mugdit/plain = {result['ratio_step_time_mugdit_over_plain']:.3f} "
+        f"(target <= 1.1); max |output diff| = {diff:.2e}"
+    )
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
