@@ -44,8 +44,12 @@ def free_port() -> int:
 
 def _load_function(module_name: str, path: str, qualname: str) -> Callable[..., Any]:
     try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin and os.path.samefile(spec.origin, path):
         module = importlib.import_module(module_name)
-    except ImportError:
+    else:  # not importable by name, or another file of that name (pytest's importlib mode)
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
