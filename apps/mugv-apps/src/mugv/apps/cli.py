@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import sys
+import warnings
 from collections.abc import Sequence
 
 DISTRIBUTIONS = (
@@ -18,7 +19,7 @@ DISTRIBUTIONS = (
 )
 
 # Sub-command modules: each exposes `add_parser(subparsers)` and sets `func` on its parser.
-COMMANDS: tuple[str, ...] = ("curate",)
+COMMANDS: tuple[str, ...] = ("curate", "generate", "evaluate")
 
 
 def installed_versions() -> dict[str, str | None]:
@@ -60,11 +61,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean 'the input or config is wrong': printed, not traced."""
     from mugv.apps._config import AppError
     from mugv.data import DataError
+    from mugv.dit import DiTError
+    from mugv.dit.pipeline import PipelineError
+    from mugv.infra import InfraError
+    from mugv.vae import VAEError
 
-    return (AppError, DataError)
+    return (AppError, DataError, DiTError, InfraError, PipelineError, VAEError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Megatron-Core warns about absent CUDA kernels and its own deprecations: noise on a CLI.
+    warnings.filterwarnings("ignore", module=r"megatron\.")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
