@@ -183,7 +183,9 @@ class Oracle:
         classes = np.full(fg.shape, -1, np.int64)  # (T, H, W)
         classes[fg] = np.minimum(d, 360 - d).argmin(-1)
         labels = _components(classes)
-        alpha, labels = self._coverage(x, background - tint, chroma - base, labels)
+        # coverage from the unsmoothed pixels: extra blur only spreads small shapes further
+        raw = frames.astype(np.float32) - tint[:, None, None, :]
+        alpha, labels = self._coverage(raw, background - tint, chroma - base, labels)
         blobs = self._blobs(alpha, labels, classes, 0.5 * _AREA["triangle"] * (0.2 * short) ** 2)
         tracks = self._track(blobs, short, T)
         objects = [self._describe(track, (T, H, W)) for track in tracks]
