@@ -52,6 +52,7 @@ def build(cross_attention: str, num_answers: int, frames: int) -> TWBert:
     cfg.cross_attention = cross_attention
     cfg.num_answers = num_answers
     cfg.patch_pool = 2
+    cfg.queue_size = 256
     cfg.__post_init__()
     model = TWBert(cfg)
     model.text_encoder.requires_grad_(False)
@@ -100,16 +101,16 @@ def main() -> None:
     p.add_argument("--train-clips", type=int, default=2000)
     p.add_argument("--test-clips", type=int, default=1000)
     p.add_argument("--frames", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--stage1-steps", type=int, default=150)
-    p.add_argument("--stage2-steps", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--stage1-steps", type=int, default=180)
+    p.add_argument("--stage2-steps", type=int, default=20)
     p.add_argument("--vtm-batch", type=int, default=8)
     p.add_argument("--rerank-k", type=int, default=16)
     p.add_argument("--rerank-queries", type=int, default=100)
-    p.add_argument("--hard-negatives", type=int, default=150)
-    p.add_argument("--qa-steps", type=int, default=40)
+    p.add_argument("--hard-negatives", type=int, default=100)
+    p.add_argument("--qa-steps", type=int, default=30)
     p.add_argument("--qa-test-clips", type=int, default=150)
-    p.add_argument("--budget-s", type=float, default=1200, help="no new seed after this")
+    p.add_argument("--budget-s", type=float, default=760, help="no new seed after this")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="bench_train_world.json")
     args = p.parse_args()
@@ -158,7 +159,7 @@ def main() -> None:
                 pretrain_step,
                 data,
                 steps=args.stage1_steps,
-                lr=5e-4,
+                lr=1e-3,
                 warmup_steps=args.stage1_steps // 10,
                 **common,
             )
@@ -198,7 +199,7 @@ def main() -> None:
                 )
                 if seed == 0 and variant == "t2w" and args.qa_steps:
                     t0 = time.perf_counter()
-                    qa_data = QABatches(fork, train, vocab, args.batch_size, seed=seed)
+                    qa_data = QABatches(fork, train, vocab, 32, seed=seed)
                     fit(
                         fork,
                         qa_step,
