@@ -10,17 +10,19 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from mugv.dit.config import DiTError
+
 __all__ = ["cfg_combine"]
 
 
 def cfg_combine(v_cond: Tensor, v_uncond: Tensor, scale: float, rescale: float = 0.0) -> Tensor:
     """Guided velocity (B, ...) from the conditional and unconditional velocities (B, ...)."""
     if v_cond.shape != v_uncond.shape:
-        raise ValueError(
+        raise DiTError(
             f"v_cond {tuple(v_cond.shape)} and v_uncond {tuple(v_uncond.shape)} must match"
         )
     if not 0.0 <= rescale <= 1.0:
-        raise ValueError(f"guidance rescale must be in [0, 1], got {rescale}")
+        raise DiTError(f"guidance rescale must be in [0, 1], got {rescale}")
     guided = v_uncond + scale * (v_cond - v_uncond)
     if rescale == 0.0:
         return guided

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from mugv.data import VideoClip
+from mugv.dit.config import DiTError
 from mugv.dit.guidance import cfg_combine
 from mugv.dit.rectified_flow import FlowConfig, RectifiedFlow
 from mugv.dit.samplers import SAMPLERS
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["GenerationConfig", "LatentCodec", "Pipeline", "PipelineError", "video_to_clips"]
 
 
-class PipelineError(ValueError):
+class PipelineError(DiTError):
     """A generation request is impossible (size, length, inputs); the message says the fix."""
 
 

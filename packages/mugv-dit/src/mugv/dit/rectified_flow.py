@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from mugv.dit.config import DiTError
+
 __all__ = [
     "TASKS",
     "FlowConfig",
@@ -38,7 +40,7 @@ frame 0 given clean; frames: a random non-empty, non-full subset of latent frame
 VelocityModel = Callable[..., Tensor]
 
 
-class FlowError(ValueError):
+class FlowError(DiTError):
     """Bad rectified-flow configuration or input; the message names the field and the fix."""
 
 

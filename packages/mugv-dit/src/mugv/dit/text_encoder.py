@@ -18,6 +18,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from mugv.dit.config import DiTError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["HFTextEncoder", "TextEncoder", "TextEncoderError", "default_text_encoder_path"]
@@ -25,7 +27,7 @@ __all__ = ["HFTextEncoder", "TextEncoder", "TextEncoderError", "default_text_enc
 _T5_TYPES = {"t5", "mt5", "umt5"}
 
 
-class TextEncoderError(ValueError):
+class TextEncoderError(DiTError):
     """A text encoder could not be loaded or was given unusable input."""
 
 
