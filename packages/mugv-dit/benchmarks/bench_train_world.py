@@ -1,11 +1,14 @@
 """Does a tiny MUGDiT learn the synthetic world on a CPU? The issue-6 "done when" figure.
 
-    python bench_train_world.py --out result.json [--vae PATH] [--steps 3000]
+    python bench_train_world.py --out result.json [--vae PATH] [--train-minutes 6]
 
 1. Clips of one coloured shape (`mugv.data.world`, 17 frames, 64x64, 8 fps) are encoded to
-   latents by a `mugv.vae.VideoVAE` (loaded from `--vae`, or the "small" config trained here
-   for `--vae-steps`), every caption paraphrase by the pretrained MiniLM-L6.
-2. A tiny MUGDiT trains with the joint-task rectified flow on `mugv.infra`'s Trainer.
+   latents by a `mugv.vae.VideoVAE` (loaded from `--vae`, e.g. the checkpoint mugv-vae's
+   world benchmark saves, or the "small" config trained here for at most `--vae-minutes`),
+   every caption paraphrase by the pretrained MiniLM-L6.
+2. A tiny MUGDiT trains with the joint-task rectified flow on `mugv.infra`'s Trainer for at
+   most `--train-minutes`; the eval loss on a fixed batch with fixed noise is reported before
+   and after (EMA weights).
 3. Test prompts (half of them held-out colour-shape / shape-motion compositions) are
    generated (Euler, CFG with the learned null text), decoded and scored by the `mugv.data`
    oracle. In the same run the oracle also scores the real test clips and their VAE
@@ -78,15 +81,13 @@ def get_vae(args, world: SyntheticWorld, info) -> VideoVAE:
     vae = VideoVAE(VAE_CONFIGS[args.vae_config])
     n = world.size("train")
 
-    def batches():
+    def batches():  # random 32x32 crops, as mugv-vae's own world benchmark trains
         gen = torch.Generator().manual_seed(1)
         while True:
             idx = torch.randint(0, n, (args.vae_batch,), generator=gen).tolist()
-            yield {
-                "video": torch.stack(
-                    [clip_tensor(world.sample("train", i).clip.frames) for i in idx]
-                )
-            }
+            video = torch.stack([clip_tensor(world.sample("train", i).clip.frames) for i in idx])
+            y, x = torch.randint(0, SIZE - 32 + 1, (2,), generator=gen).tolist()
+            yield {"video": video[..., y : y + 32, x : x + 32].contiguous()}
 
     class Data:
         def __iter__(self):
@@ -156,10 +157,10 @@ def main() -> None:
     p.add_argument("--vae", default=None, help="a VideoVAE.save_pretrained folder (else train one)")
     p.add_argument("--vae-config", default="small", help="mugv.vae config to train without --vae")
     p.add_argument("--vae-steps", type=int, default=300)
-    p.add_argument("--vae-batch", type=int, default=8)
-    p.add_argument("--vae-minutes", type=float, default=5.0, help="wall-time cap of VAE training")
-    p.add_argument("--train-minutes", type=float, default=8.0, help="wall-time cap of DiT training")
-    p.add_argument("--train-clips", type=int, default=1500)
+    p.add_argument("--vae-batch", type=int, default=2)
+    p.add_argument("--vae-minutes", type=float, default=4.0, help="wall-time cap of VAE training")
+    p.add_argument("--train-minutes", type=float, default=6.0, help="wall-time cap of DiT training")
+    p.add_argument("--train-clips", type=int, default=300)
     p.add_argument("--test-clips", type=int, default=48)
     p.add_argument("--config", default="tiny")
     p.add_argument("--hidden", type=int, default=None, help="override the config's hidden size")
@@ -172,8 +173,8 @@ def main() -> None:
         "64x64 it would put almost no training at t > 0.8, where layout and colour are decided)",
     )
     p.add_argument("--steps", type=int, default=2500)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--sample-steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=0)
