@@ -103,6 +103,8 @@ def test_bad_inputs(tiny_vae):
         tiny_vae.encode(torch.zeros(1, 3, 8, 30, 32))
     with pytest.raises(VAEInputError, match=r"\(B, 3, T, H, W\)"):
         tiny_vae.encode(torch.zeros(3, 8, 32, 32))
+    with pytest.raises(VAEInputError, match="tile=20"):
+        tiny_vae.encode(torch.zeros(1, 3, 8, 32, 32), tile=20)
     with pytest.raises(VAEInputError, match="num_frames"):
         tiny_vae.decode(torch.zeros(1, 4, 2, 4, 4), num_frames=3)
 

@@ -83,6 +83,14 @@ class VideoVAE(nn.Module):
                 f"{name} is {h}x{w}; height and width must be multiples of {s}: resize or crop it"
             )
 
+    def _check_tile(self, tile: int | None) -> None:
+        s = self.config.spatial_downsample
+        if tile is not None and (tile < 4 * s or tile % (4 * s)):
+            raise VAEInputError(
+                f"tile={tile} pixels must be a multiple of {4 * s} (4 x the spatial downsample, "
+                f"so the quarter-tile overlap is whole latent pixels); e.g. {max(4 * s, tile // (4 * s) * 4 * s)}"
+            )
+
     def _check_video(self, video: torch.Tensor, name: str = "video") -> None:
         if video.ndim != 5 or video.shape[1] != self.config.spatial.in_channels:
             raise VAEInputError(
@@ -195,6 +203,7 @@ class VideoVAE(nn.Module):
         from the posterior instead of taking its mean.
         """
         self._check_video(video)
+        self._check_tile(tile)
         g = self.config.group_frames
         chunk = chunk_frames or self.config.encode_chunk_frames
         if chunk % g:
@@ -202,9 +211,10 @@ class VideoVAE(nn.Module):
         index = self._frame_index(video.shape[2])
         latents = []
         for start in range(0, len(index), chunk):
-            slots = index[start : start + chunk]
-            lo, hi = int(slots[0]), int(slots[-1]) + 1
-            part = self.posterior(video[:, :, lo:hi][:, :, slots - lo].contiguous(), tile)
+            # frames lo..hi-1 fill these slots; the first chunk of a T % 8 == 1 video has
+            # 8k + 1 frames, so `posterior` repeats its frame 0 exactly as for the whole video
+            lo, hi = int(index[start]), int(index[min(start + chunk, len(index)) - 1]) + 1
+            part = self.posterior(video[:, :, lo:hi], tile)
             latents.append(part.sample(generator) if sample else part.mean)
         return self.normalize(torch.cat(latents, dim=2))
 
@@ -234,6 +244,7 @@ class VideoVAE(nn.Module):
             raise VAEInputError(
                 f"latents must be (B, {self.latent_channels}, t, h, w); got {tuple(latents.shape)}"
             )
+        self._check_tile(tile)
         t = latents.shape[2]
         num_frames = self._num_frames(t, num_frames)
         z = self.denormalize(latents)

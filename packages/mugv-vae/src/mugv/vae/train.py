@@ -88,15 +88,17 @@ def make_step_fn(
             and int(module.steps_taken) >= config.disc_start
         )
         module.steps_taken += 1
-        loss = torch.zeros(())
+        losses: list[torch.Tensor] = []
         metrics: dict[str, float] = {}
         if "video" in batch:
             loss, metrics = _video_terms(module, batch["video"], config, perceptual, use_gan)
+            losses.append(loss)
         if "image" in batch:
             image = batch["image"][:, :, None]  # (B', 3, 1, H, W): a one-frame video
             img_loss, img_metrics = _video_terms(module, image, config, perceptual, False)
-            loss = loss + config.image_weight * img_loss
+            losses.append(config.image_weight * img_loss)
             metrics |= {f"image_{k}": v for k, v in img_metrics.items()}
+        loss = torch.stack(losses).sum()
         return loss, metrics
 
     return step_fn
