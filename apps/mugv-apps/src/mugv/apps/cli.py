@@ -19,7 +19,7 @@ DISTRIBUTIONS = (
 )
 
 # Sub-command modules: each exposes `add_parser(subparsers)` and sets `func` on its parser.
-COMMANDS: tuple[str, ...] = ("curate", "generate", "evaluate")
+COMMANDS: tuple[str, ...] = ("demo", "curate", "generate", "evaluate")
 
 
 def installed_versions() -> dict[str, str | None]:

@@ -1,0 +1,280 @@
+"""The demo's stages: thin calls into mugv.data, mugv.vae, mugv.dit and mugv.infra.
+
+Each `*_stage` function returns a JSON-able dict (curves, scores) that `mugv demo` stores, and
+writes its models under the output folder so a rerun can load instead of train.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mugv.apps._report import GeneratedVideo
+from mugv.apps.demo import DemoPlan
+from mugv.data.oracle import Oracle
+from mugv.data.video import write_video
+from mugv.data.world import SceneSpec, SyntheticWorld, WorldConfig
+from mugv.dit import MUGDiT, dit_config
+from mugv.dit.pipeline import GenerationConfig, Pipeline, video_to_clips
+from mugv.dit.rectified_flow import FlowConfig, RectifiedFlow
+from mugv.dit.text_encoder import HFTextEncoder
+from mugv.dit.train import LatentTextDataset, train_dit
+from mugv.infra import ShuffledBatches, TrainerConfig
+from mugv.vae import CONFIGS, VideoVAE, clips_to_batch, compute_latent_stats, train_vae
+
+CURVE_POINTS = 60
+ORACLE_KEYS = ("colour_shape", "motion", "colour", "shape", "size", "all")
+
+
+def make_world(plan: DemoPlan, seed: int) -> SyntheticWorld:
+    return SyntheticWorld(
+        WorldConfig(
+            num_frames=plan.frames,
+            height=plan.height,
+            width=plan.width,
+            fps=plan.fps,
+            seed=seed,
+            max_objects=plan.max_objects,
+            train_size=plan.train_clips,
+            val_size=max(8, plan.test_prompts),
+            test_size=plan.test_prompts,
+        )
+    )
+
+
+def _flow(plan: DemoPlan) -> RectifiedFlow:
+    # The SD3 shift is unshifted at 512x512; at demo sizes that would leave almost no training
+    # at large t, where layout and colour are decided, so the base is the demo's own size.
+    return RectifiedFlow(FlowConfig(base_pixels=plan.height * plan.width))
+
+
+class _Curve:
+    """Keeps about `CURVE_POINTS` (step, loss) points of a run."""
+
+    def __init__(self, steps: int) -> None:
+        self.every = max(1, steps // CURVE_POINTS)
+        self.points: list[tuple[int, float]] = []
+
+    def __call__(self, out: Any) -> None:
+        if out.step % self.every == 0 or out.step == 1:
+            self.points.append((int(out.step), float(out.loss)))
+
+
+def train_vae_stage(world: SyntheticWorld, plan: DemoPlan, out: Path, info: Any) -> dict:
+    vae = VideoVAE(CONFIGS[plan.vae_config])
+    n = world.size("train")
+
+    def fetch(indices: list[int]) -> dict[str, torch.Tensor]:
+        videos = clips_to_batch([world.sample("train", i).clip for i in indices])
+        images = clips_to_batch([world.image("train", i).clip for i in indices])[:, :, 0]
+        return {"video": videos, "image": images}
+
+    data = ShuffledBatches(n, plan.vae_batch, fetch, seed=1)
+    config = TrainerConfig(
+        steps=plan.vae_steps,
+        lr=2e-3,
+        warmup_steps=min(20, plan.vae_steps),
+        checkpoint_dir=str(out / "checkpoints" / "vae"),
+        checkpoint_every=100,
+        keep_last=1,
+        log_every=50,
+    )
+    curve = _Curve(plan.vae_steps)
+    train_vae(vae, data, config, info=info, on_step=curve)
+    vae.eval()
+    with torch.no_grad():
+        batches = (
+            clips_to_batch([world.sample("train", i).clip for i in range(s, min(s + 16, n))])
+            for s in range(0, min(128, n), 16)
+        )
+        compute_latent_stats(vae, batches)
+    vae.save_pretrained(out / "vae")
+    return {"curve": curve.points}
+
+
+def load_vae(out: Path) -> VideoVAE:
+    return VideoVAE.from_pretrained(out / "vae").eval()
+
+
+def text_encoder() -> HFTextEncoder:
+    return HFTextEncoder(max_length=32)
+
+
+def _dit_dirs(out: Path) -> list[Path]:
+    return sorted((out / "dit").glob("stage-*"))
+
+
+def load_dit(out: Path) -> MUGDiT:
+    return MUGDiT.from_pretrained(_dit_dirs(out)[-1]).eval()
+
+
+@torch.no_grad()
+def _encode_split(
+    world: SyntheticWorld, vae: VideoVAE, encoder: HFTextEncoder, count: int, frames: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(latents, text features): one row per (clip, caption paraphrase)."""
+    latents, texts, rows = [], [], []
+    for start in tqdm(range(0, count, 16), desc=f"encode {frames}-frame clips", leave=False):
+        items = [
+            world.image("train", i) if frames == 1 else world.sample("train", i)
+            for i in range(start, min(start + 16, count))
+        ]
+        clips = [item.clip for item in items]
+        batch = clips_to_batch(clips)[:, :, :frames]  # (B, 3, T, H, W)
+        latents.append(vae.encode(batch))
+        for k, item in enumerate(items):
+            tokens, mask = encoder.encode(item.captions)
+            for j in range(len(item.captions)):
+                rows.append(start + k)
+                texts.append(tokens[j, mask[j]])
+    return torch.cat(latents)[rows], texts
+
+
+def train_dit_stage(
+    world: SyntheticWorld,
+    vae: VideoVAE,
+    encoder: HFTextEncoder,
+    plan: DemoPlan,
+    out: Path,
+    info: Any,
+    name: str,
+    frames: int,
+    steps: int,
+    seed: int,
+) -> dict:
+    previous = _dit_dirs(out)
+    if previous:
+        model = MUGDiT.from_pretrained(previous[-1])
+    else:
+        config = dit_config(
+            plan.dit_config,
+            text_dim=encoder.dim,
+            in_channels=vae.latent_channels,
+            hidden_size=plan.dit_hidden,
+            depth=plan.dit_depth,
+        )
+        model = MUGDiT(config)
+    latents, texts = _encode_split(world, vae, encoder, plan.train_clips, frames)
+    dataset = LatentTextDataset(latents, texts, plan.fps, height=plan.height, width=plan.width)
+    slug = name.replace(" ", "-")
+    config = TrainerConfig(
+        steps=steps,
+        lr=plan.dit_lr,
+        min_lr=plan.dit_lr / 10,
+        warmup_steps=min(100, steps // 5),
+        ema_decay=0.995,
+        checkpoint_dir=str(out / "checkpoints" / f"dit-{slug}"),
+        checkpoint_every=200,
+        keep_last=1,
+        log_every=50,
+    )
+    curve = _Curve(steps)
+    trainer = train_dit(
+        model, dataset, config, info=info, batch_size=plan.dit_batch, flow=_flow(plan), seed=seed
+    )
+    trainer.fit(curve)
+    trainer.ema.copy_to(model)
+    model.save_pretrained(out / "dit" / f"stage-{len(previous)}-{slug}")
+    return {"curve": curve.points, "pairs": len(dataset), "latent_shape": list(latents.shape[1:])}
+
+
+def _uint8(video: torch.Tensor) -> np.ndarray:
+    return video_to_clips(video[None], 1.0)[0].frames
+
+
+def _oracle_scores(oracle: Oracle, frames: np.ndarray, spec: SceneSpec) -> dict[str, float]:
+    scores = oracle.score(frames, spec)
+    return {k: float(scores[k]) for k in ORACLE_KEYS}
+
+
+@torch.no_grad()
+def generate_stage(
+    world: SyntheticWorld,
+    vae: VideoVAE,
+    model: MUGDiT,
+    encoder: HFTextEncoder,
+    plan: DemoPlan,
+    out: Path,
+    seed: int,
+) -> dict:
+    pipe = Pipeline(
+        model,
+        vae,
+        encoder,
+        latent_channels=vae.latent_channels,
+        patch_size=model.dit.patch_size,
+        max_latent_frames=model.dit.max_frames,
+        flow=_flow(plan),
+    )
+    gen = GenerationConfig(
+        num_frames=plan.frames,
+        height=plan.height,
+        width=plan.width,
+        fps=plan.fps,
+        num_steps=plan.sample_steps,
+        guidance_scale=plan.guidance,
+        seed=seed,
+    )
+    oracle = Oracle()
+    videos_dir = out / "videos"
+    tests = [world.sample("test", i) for i in range(world.size("test"))]
+    rows: list[dict[str, Any]] = []
+    for start in tqdm(range(0, len(tests), 8), desc="generate and score"):
+        chunk = tests[start : start + 8]
+        prompts = [t.captions[0] for t in chunk]
+        real = clips_to_batch([t.clip for t in chunk])  # (B, 3, T, H, W)
+        outputs = {
+            "t2v": pipe(prompts, config=gen),
+            "i2v": pipe(prompts, image=real[:, :, 0], config=gen),
+            "vae reconstruction": vae.decode(vae.encode(real), plan.frames),
+            "real": real,
+        }
+        for k, test in enumerate(chunk):
+            spec = SceneSpec.from_dict(test.clip.metadata["spec"])
+            held = bool(test.clip.metadata.get("held_out"))
+            for kind, video in outputs.items():
+                frames = _uint8(video[k])
+                row = {"kind": kind, "prompt": prompts[k], "held_out": held}
+                row["scores"] = _oracle_scores(oracle, frames, spec)
+                if kind in ("t2v", "i2v"):
+                    name = f"{kind}_{start + k:03d}.mp4"
+                    write_video(videos_dir / name, frames, fps=plan.fps)
+                    row["video"] = f"videos/{name}"
+                rows.append(row)
+    return {"rows": rows, "accuracy": _accuracy(rows)}
+
+
+def _accuracy(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    table = []
+    for kind in ("t2v", "i2v", "vae reconstruction", "real"):
+        for subset, keep in (("all", None), ("seen", False), ("held-out", True)):
+            picked = [
+                r["scores"]
+                for r in rows
+                if r["kind"] == kind and (keep is None or r["held_out"] == keep)
+            ]
+            if not picked:
+                continue
+            entry: dict[str, Any] = {"videos": kind, "prompts": subset, "n": len(picked)}
+            entry |= {k: float(np.mean([p[k] for p in picked])) for k in ORACLE_KEYS}
+            table.append(entry)
+    return table
+
+
+def report_videos(gen: dict) -> list[GeneratedVideo]:
+    return [
+        GeneratedVideo(r["prompt"], r["video"], r["kind"], r["scores"], r["held_out"])
+        for r in gen["rows"]
+        if "video" in r
+    ]
+
+
+def print_accuracy(table: list[dict[str, Any]]) -> None:
+    print(f"\n{'videos':<20}{'prompts':<10}{'n':>4}" + "".join(f"{k:>14}" for k in ORACLE_KEYS))
+    for row in table:
+        cells = "".join(f"{row[k]:>14.3f}" for k in ORACLE_KEYS)
+        print(f"{row['videos']:<20}{row['prompts']:<10}{row['n']:>4}{cells}")

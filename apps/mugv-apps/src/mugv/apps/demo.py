@@ -1,0 +1,198 @@
+"""`mugv demo`: the whole stack on the synthetic world, end to end, on a CPU.
+
+world -> train the VAE -> encode latents and captions -> train MUGDiT with a miniature
+curriculum (images, then short clips, then full clips) -> generate videos for held-out test
+prompts (text-to-video and image-to-video) -> score them with the oracle -> report.html.
+Every stage stores its result under the output folder; rerunning skips finished stages and
+resumes an interrupted training from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mugv.apps._config import AppError
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoPlan:
+    """How big each stage is. `curriculum` lists (name, pixel frames, steps) in order."""
+
+    height: int = 64
+    width: int = 64
+    fps: float = 8.0
+    max_objects: int = 1
+    train_clips: int = 1200
+    test_prompts: int = 24
+    vae_config: str = "small"
+    vae_steps: int = 300
+    vae_batch: int = 8
+    dit_config: str = "tiny"
+    dit_hidden: int = 96
+    dit_depth: int = 4
+    curriculum: tuple[tuple[str, int, int], ...] = (
+        ("images", 1, 300),
+        ("short clips", 9, 500),
+        ("clips", 17, 1400),
+    )
+    dit_batch: int = 32
+    dit_lr: float = 5e-4
+    sample_steps: int = 25
+    guidance: float = 4.0
+
+    @property
+    def frames(self) -> int:
+        return self.curriculum[-1][1]
+
+
+PLANS = {
+    # CI smoke run: every stage runs, files come out; quality is not the point.
+    "smoke": DemoPlan(
+        height=32,
+        width=32,
+        train_clips=16,
+        test_prompts=2,
+        vae_config="tiny",
+        vae_steps=2,
+        vae_batch=2,
+        dit_hidden=24,
+        dit_depth=1,
+        curriculum=(("images", 1, 2), ("short clips", 9, 2), ("clips", 17, 2)),
+        dit_batch=4,
+        sample_steps=2,
+    ),
+    "fast": DemoPlan(
+        train_clips=800,
+        vae_steps=200,
+        curriculum=(("images", 1, 200), ("short clips", 9, 300), ("clips", 17, 800)),
+    ),
+    "standard": DemoPlan(),
+    "full": DemoPlan(
+        train_clips=3000,
+        test_prompts=64,
+        vae_steps=1500,
+        dit_hidden=144,
+        curriculum=(("images", 1, 1000), ("short clips", 9, 2000), ("clips", 17, 6000)),
+    ),
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="run the whole stack on the synthetic world and write an HTML report",
+        description="Synthesises the world, trains the VAE and a tiny MUGDiT (images, then short "
+        "clips, then clips), generates videos for held-out test prompts (t2v and i2v), scores "
+        "them with the oracle and writes OUT/report.html. Rerunning reuses finished stages.",
+    )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--fast", action="store_const", dest="plan", const="fast", help="smaller")
+    size.add_argument("--full", action="store_const", dest="plan", const="full", help="larger")
+    size.add_argument(
+        "--smoke", action="store_const", dest="plan", const="smoke", help="seconds, for CI"
+    )
+    p.add_argument("-o", "--out", default="demo-out", help="output folder (default demo-out)")
+    p.add_argument("--seed", type=int, default=0, help="world and training seed")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
+    p.set_defaults(func=run, plan="standard")
+
+
+class _Stages:
+    """Runs named stages once: a finished stage leaves ``stages/<name>.json`` behind."""
+
+    def __init__(self, out: Path) -> None:
+        self.dir = out / "stages"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        marker = self.dir / f"{name.replace(' ', '_')}.json"
+        if marker.exists():
+            result = json.loads(marker.read_text())
+            print(f"[demo] {name}: done before, reused")
+        else:
+            print(f"[demo] {name} ...", flush=True)
+            t0 = time.perf_counter()
+            result = fn()
+            result["seconds"] = time.perf_counter() - t0
+            tmp = marker.with_suffix(".tmp")
+            tmp.write_text(json.dumps(result))
+            os.replace(tmp, marker)
+            print(f"[demo] {name}: {result['seconds']:.0f} s", flush=True)
+        self.timings[name] = result["seconds"]
+        return result
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from mugv.apps import _demo_steps as steps
+    from mugv.apps._report import write_demo_report
+    from mugv.infra import single_process
+
+    plan = PLANS[args.plan]
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise AppError(f"--out {out} is a file; give a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "plan.json"
+    wanted = {"plan": args.plan, "seed": args.seed, **asdict(plan)}
+    if saved.exists() and json.loads(saved.read_text()) != json.loads(json.dumps(wanted)):
+        raise AppError(
+            f"{out} holds a demo run with another size or seed; use another --out or delete it"
+        )
+    saved.write_text(json.dumps(wanted, indent=1))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mugv").setLevel(logging.INFO)
+    torch.set_num_threads(max(1, args.threads))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    stages = _Stages(out)
+    world = steps.make_world(plan, args.seed)
+    with single_process(seed=args.seed) as info:
+        vae_result = stages.run("vae", lambda: steps.train_vae_stage(world, plan, out, info))
+        vae = steps.load_vae(out)
+        encoder = steps.text_encoder()
+        curves = {"vae loss": vae_result["curve"]}
+        for name, frames, n_steps in plan.curriculum:
+            stage = f"dit {name}"
+            train = functools.partial(
+                steps.train_dit_stage,
+                *(world, vae, encoder, plan, out, info),
+                *(name, frames, n_steps, args.seed),
+            )
+            result = stages.run(stage, train)
+            curves[f"{stage} loss"] = result["curve"]
+        model = steps.load_dit(out)
+        gen = stages.run(
+            "generate and score",
+            lambda: steps.generate_stage(world, vae, model, encoder, plan, out, args.seed),
+        )
+    report = write_demo_report(
+        out / "report.html",
+        videos=steps.report_videos(gen),
+        accuracy=gen["accuracy"],
+        curves=curves,
+        timings=stages.timings,
+        notes=[
+            f"Plan '{args.plan}': {plan.train_clips} training clips of {plan.frames} frames at "
+            f"{plan.height}x{plan.width}, {plan.fps:g} fps; MUGDiT hidden {plan.dit_hidden}, "
+            f"depth {plan.dit_depth}; curriculum "
+            + ", ".join(f"{n} ({f} frames, {s} steps)" for n, f, s in plan.curriculum)
+            + f"; {plan.sample_steps} Euler steps, CFG {plan.guidance}.",
+            "Accuracy is the oracle's per-attribute agreement with the prompt. 'real' and "
+            "'vae reconstruction' rows are the ceilings the generator can reach.",
+        ],
+    )
+    steps.print_accuracy(gen["accuracy"])
+    print(f"report: {report}")
+    return 0

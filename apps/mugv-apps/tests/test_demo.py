@@ -1,0 +1,45 @@
+"""`mugv demo --smoke`: every stage runs and writes files that parse; a rerun reuses them."""
+
+import json
+import re
+
+from mugv.apps.cli import main
+from mugv.data.video import probe
+
+
+def test_demo_smoke_runs_every_stage_and_resumes(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--smoke", "-o", str(out), "--threads", "2"]) == 0
+    first = capsys.readouterr().out
+    stages = sorted(p.stem for p in (out / "stages").glob("*.json"))
+    assert stages == [
+        "dit_clips",
+        "dit_images",
+        "dit_short_clips",
+        "generate_and_score",
+        "vae",
+    ]
+    gen = json.loads((out / "stages" / "generate_and_score.json").read_text())
+    videos = [r for r in gen["rows"] if "video" in r]
+    assert {r["kind"] for r in videos} == {"t2v", "i2v"} and len(videos) == 4
+    for row in videos:
+        info = probe(out / row["video"])
+        assert (info.num_frames, info.height, info.width) == (17, 32, 32)
+    real = [a for a in gen["accuracy"] if a["videos"] == "real" and a["prompts"] == "all"]
+    assert real[0]["all"] == 1.0  # the oracle reads the world's own clips exactly
+    page = (out / "report.html").read_text()
+    assert page.count("<video") == 4 and "<svg" in page
+    assert "http://" not in page and "https://" not in page
+    assert "report:" in first
+
+    assert main(["demo", "--smoke", "-o", str(out), "--threads", "2"]) == 0
+    second = capsys.readouterr().out
+    assert len(re.findall(r"done before, reused", second)) == 5
+
+
+def test_demo_refuses_a_folder_of_another_size(tmp_path, capsys):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "plan.json").write_text(json.dumps({"plan": "full", "seed": 0}))
+    assert main(["demo", "--smoke", "-o", str(out)]) == 2
+    assert "another size or seed" in capsys.readouterr().err
