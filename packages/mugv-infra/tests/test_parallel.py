@@ -10,6 +10,7 @@ from mugv.infra import (
     DistributedError,
     ParallelConfig,
     RankError,
+    dist_info,
     launch_env,
     manual_seed,
     single_process,
@@ -90,6 +91,7 @@ def test_launch_env_reads_torchrun_and_slurm(monkeypatch):
 def test_single_process_builds_and_runs_a_megatron_model():
     with single_process(seed=0) as info:
         assert (info.world_size, info.tensor_size, info.data_size) == (1, 1, 1)
+        assert dist_info() == info
         assert dist.get_backend() == "gloo"
         model = TinyRegressor(tiny_config())
         out = model(torch.randn(6, 2, 8))  # (s, b, 8)
@@ -122,6 +124,7 @@ def test_cpu_rng_tracker_forks_the_cpu_generator():
 def _rank_report(scale):
     tensor = torch.tensor([float(dist.get_rank() + 1)])
     dist.all_reduce(tensor)
+    assert dist_info().tensor_size == 2
     return {
         "rank": dist.get_rank(),
         "sum": tensor.item() * scale,

@@ -6,10 +6,11 @@ import functools
 import pytest
 import torch
 from _infra_models import TinyRegressor, regression_data, regression_step, tiny_config
+from safetensors.torch import load_file
 
 from mugv.infra import ParallelConfig, ShuffledBatches, Trainer, TrainerConfig, single_process
 from mugv.infra.checkpoint import gather_full
-from mugv.infra.parallel import DistInfo
+from mugv.infra.parallel import DistInfo, dist_info
 from mugv.infra.testing import run_ranks
 
 STEPS = 10
@@ -51,23 +52,13 @@ def _train(info: DistInfo, *, batch: int, noise: float, ckpt: str | None = None)
     record["ema"] = gather_full(trainer.ema.shadow, params)
     opt, like = trainer.sync.optimizer_tensors()
     record["exp_avg"] = gather_full(opt, like)
+    if ckpt is not None:
+        trainer.export(f"{ckpt}/export")  # collective: TP shards gathered, rank 0 writes
     return record
 
 
 def _rank_train(**kwargs):
-    from megatron.core import parallel_state as ps
-
-    info = DistInfo(
-        rank=torch.distributed.get_rank(),
-        local_rank=torch.distributed.get_rank(),
-        world_size=torch.distributed.get_world_size(),
-        device=torch.device("cpu"),
-        data_rank=ps.get_data_parallel_rank(),
-        data_size=ps.get_data_parallel_world_size(),
-        tensor_rank=ps.get_tensor_model_parallel_rank(),
-        tensor_size=ps.get_tensor_model_parallel_world_size(),
-    )
-    return _train(info, **kwargs)
+    return _train(dist_info(), **kwargs)
 
 
 def _close(a, b, rtol=1e-5):
@@ -102,6 +93,10 @@ def test_tp2_matches_tp1_and_checkpoint_loads_at_tp1(reference, tmp_path):
             assert _close(tp2["grads"][step][name], grad), f"step {step + 1} grad {name}"
     for name, value in reference["params"].items():
         assert _close_params(tp2["params"][name], value), name
+
+    exported = load_file(f"{ckpt}/export/model.safetensors")  # full EMA weights from TP=2
+    for name, value in tp2["ema"].items():
+        assert torch.equal(exported[name], value), name
 
     # The TP=2 checkpoint resumes in a TP=1 process: the same global tensors come back.
     with single_process(seed=1) as info:

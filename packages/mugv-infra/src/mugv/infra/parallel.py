@@ -213,18 +213,35 @@ def _init(
         pipeline_model_parallel_size=parallel.pipeline,
         context_parallel_size=parallel.context,
     )
-    info = DistInfo(
-        rank=rank,
+    info = dist_info(local_rank=local_rank, device=device)
+    logger.info("initialised %s: %s, %s", backend, parallel, info)
+    return info
+
+
+def dist_info(*, local_rank: int | None = None, device: torch.device | None = None) -> DistInfo:
+    """`DistInfo` of this process from the live process groups (after `init_distributed`).
+
+    Handy inside `run_ranks` functions, which get the groups but not the return value.
+    """
+    from megatron.core import parallel_state
+
+    if not parallel_state.model_parallel_is_initialized():
+        raise DistributedError("no parallel state: call init_distributed() or single_process()")
+    if local_rank is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+    if device is None:
+        cuda = dist.get_backend() == "nccl"
+        device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    return DistInfo(
+        rank=dist.get_rank(),
         local_rank=local_rank,
-        world_size=world_size,
+        world_size=dist.get_world_size(),
         device=device,
         data_rank=parallel_state.get_data_parallel_rank(),
         data_size=parallel_state.get_data_parallel_world_size(),
         tensor_rank=parallel_state.get_tensor_model_parallel_rank(),
         tensor_size=parallel_state.get_tensor_model_parallel_world_size(),
     )
-    logger.info("initialised %s: %s, %s", backend, parallel, info)
-    return info
 
 
 def destroy_distributed() -> None:
