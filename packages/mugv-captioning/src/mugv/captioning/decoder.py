@@ -33,11 +33,17 @@ class DecoderCache:
     self_kv: list[KV | None]
     length: int = 0
 
-    def index_select(self, index: torch.Tensor) -> DecoderCache:
-        """Keep/reorder batch rows (beam search)."""
+    def index_select(self, index: torch.Tensor, *, same_memories: bool = False) -> DecoderCache:
+        """Keep/reorder batch rows. ``same_memories``: every row keeps a row with the same
+        memories (beams of one graph), so the cross-attention keys/values are not copied."""
+        cross = self.cross
+        present = self.expert_present
+        if not same_memories:
+            cross = [[(k[index], v[index], m[index]) for k, v, m in layer] for layer in cross]
+            present = None if present is None else present[index]
         return DecoderCache(
-            cross=[[(k[index], v[index], m[index]) for k, v, m in layer] for layer in self.cross],
-            expert_present=None if self.expert_present is None else self.expert_present[index],
+            cross=cross,
+            expert_present=present,
             self_kv=[None if kv is None else (kv[0][index], kv[1][index]) for kv in self.self_kv],
             length=self.length,
         )

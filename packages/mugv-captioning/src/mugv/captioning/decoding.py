@@ -131,7 +131,7 @@ def beam_search(
         word = flat % V
         beam, word = beam.view(-1), word.view(-1)
         scores = top.view(-1)
-        cache = cache.index_select(beam)
+        cache = cache.index_select(beam, same_memories=True)  # beams stay in their graph
         tokens = torch.cat([tokens[beam], word[:, None]], dim=1)
         if route is not None:
             step_route = route[beam, 0][:, None]  # (B*K, 1, layers, E)
