@@ -7,8 +7,8 @@
    them); ratio = reference / small.
 2. Peak resident memory added by decoding videos of growing length at 256 x 256 with the
    `small` config, chunked (6 latent frames, the default), and unchunked (one chunk) at the
-   longest length as the reference: each
-   measurement runs in a fresh process (ru_maxrss after setup subtracted); the output video
+   longest length as the reference: each measurement runs in a fresh process that resets its
+   peak RSS after setup (Linux /proc/self/clear_refs) and reports VmHWM - VmRSS; the output video
    itself (T x 3 x 256 x 256 float32) is included and listed.
 3. With --checkpoint (a trained `save_pretrained` folder): PSNR between tiled (--tile pixels)
    and untiled decodes of the world's test clips, and between chunked and unchunked decodes.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import resource
 import time
 
 import torch
@@ -51,16 +50,23 @@ def _throughput(name: str, frames: int, size: int, repeats: int) -> dict[str, fl
     }
 
 
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
 def _peak_decode(frames: int, size: int, chunk: int | None, queue) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     vae = VideoVAE(CONFIGS["small"]).eval()
     t, h, w = vae.latent_shape(frames, size, size)
     z = torch.randn(1, vae.latent_channels, t, h, w)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # Linux: reset the peak RSS (VmHWM) to the current RSS
+    base = _rss_kib("VmRSS")
     video = vae.decode(z, chunk_latents=chunk or t)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put(((peak - base) / 1024, video.numel() * 4 / 2**20))  # MiB (ru_maxrss is KiB)
+    peak = _rss_kib("VmHWM")
+    queue.put(((peak - base) / 1024, video.numel() * 4 / 2**20))  # MiB
 
 
 def peak_decode_mib(frames: int, size: int, chunk: int | None) -> tuple[float, float]:
@@ -93,17 +99,7 @@ def _quality(path: str, tile: int, clips: int) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--lengths", type=int, nargs="+", default=[25, 121])
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--checkpoint", default=None)
-    p.add_argument("--tile", type=int, default=64)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-
+def speed_table() -> dict:
     speed = [_throughput("small", 17, 128, 2), _throughput("reference", 9, 64, 1)]
     print(f"{'config':<10}{'video':<12}{'encode f/s':>12}{'decode f/s':>12}")
     for r in speed:
@@ -117,6 +113,24 @@ def main() -> None:
         f"decode {ratio['decode_frames_per_s']:.4f}"
     )
 
+    return {"speed": speed, "reference_over_small": ratio}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--lengths", type=int, nargs="+", default=[25, 121])
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--tile", type=int, default=64)
+    p.add_argument("--skip-speed", action="store_true", help="only memory (and quality)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    result: dict = {"threads": args.threads}
+    if not args.skip_speed:
+        result |= speed_table()
     memory = []
     print(
         f"\n{'frames':>7}{'chunked MiB':>13}{'unchunked MiB':>15}{'output MiB':>12}  (small, "
@@ -124,7 +138,8 @@ def main() -> None:
     )
     for frames in args.lengths:
         chunked, out_mib = peak_decode_mib(frames, args.size, None)
-        whole, _ = peak_decode_mib(frames, args.size, 0)
+        # unchunked (the reference point) only at the longest length: it costs a full decode
+        whole = peak_decode_mib(frames, args.size, 0)[0] if frames == max(args.lengths) else None
         memory.append(
             {
                 "frames": frames,
@@ -134,14 +149,10 @@ def main() -> None:
                 "output_mib": out_mib,
             }
         )
-        print(f"{frames:>7}{chunked:>13.0f}{whole:>15.0f}{out_mib:>12.0f}")
+        shown = "-" if whole is None else f"{whole:.0f}"
+        print(f"{frames:>7}{chunked:>13.0f}{shown:>15}{out_mib:>12.0f}")
 
-    result = {
-        "threads": args.threads,
-        "speed": speed,
-        "reference_over_small": ratio,
-        "decode_memory": memory,
-    }
+    result["decode_memory"] = memory
     if args.checkpoint:
         result["quality"] = _quality(args.checkpoint, args.tile, 4)
         print("\n" + json.dumps(result["quality"], indent=1))
