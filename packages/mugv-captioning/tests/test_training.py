@@ -11,7 +11,7 @@ from mugv.captioning.data import CaptionCollator, build_vocabularies
 from mugv.captioning.decoding import greedy
 from mugv.captioning.metrics import CiderD
 from mugv.captioning.model import TSG, tsg_config
-from mugv.captioning.training import noam_lambda, scst_loss, xe_loss
+from mugv.captioning.training import mean_of_others_advantage, noam_lambda, scst_loss, xe_loss
 
 
 def test_noam_warmup_peaks_at_warmup():
@@ -66,3 +66,15 @@ def test_xe_then_scst_learns_toy_captions():
     assert grads and all(torch.isfinite(g).all() for g in grads)
     with pytest.raises(ConfigError, match="num_samples"):
         scst_loss(model, batch, words, cider, num_samples=1)
+
+
+def test_mean_of_others_baseline():
+    reward = torch.tensor([[1.0, 2.0, 3.0, 6.0], [0.5, 0.5, 0.5, 0.5]], dtype=torch.float64)
+    expect = torch.stack(
+        [
+            torch.stack([r[i] - torch.cat([r[:i], r[i + 1 :]]).mean() for i in range(4)])
+            for r in reward
+        ]
+    )
+    torch.testing.assert_close(mean_of_others_advantage(reward), expect)
+    assert (mean_of_others_advantage(reward)[1] == 0).all()

@@ -53,6 +53,14 @@ def sequence_logprob(model: TSG, batch: CaptionBatch, tokens: torch.Tensor, repe
     return (logp * (tokens != Vocabulary.pad_id)).sum(dim=1)
 
 
+def mean_of_others_advantage(reward: torch.Tensor) -> torch.Tensor:
+    """``reward`` (B, k) -> ``r_i - mean_{j != i} r_j`` (B, k): each sample's baseline is the
+    mean reward of the graph's other samples."""
+    k = reward.shape[1]
+    baseline = (reward.sum(dim=1, keepdim=True) - reward) / (k - 1)
+    return reward - baseline
+
+
 @dataclass
 class SCSTStats:
     loss: torch.Tensor
@@ -79,8 +87,7 @@ def scst_loss(
         res[row] = [" ".join(words.decode(drawn.tokens[row].tolist()))]
     _, rewards = cider.compute_score(gts, res)
     reward = torch.tensor(rewards, dtype=torch.float32, device=drawn.tokens.device).view(-1, k)
-    baseline = (reward.sum(dim=1, keepdim=True) - reward) / (k - 1)  # mean of the others
-    advantage = (reward - baseline).view(-1)  # (B*k,)
+    advantage = mean_of_others_advantage(reward).view(-1)  # (B*k,)
     logp = sequence_logprob(model, batch, drawn.tokens, k)
     lengths = (drawn.tokens != Vocabulary.pad_id).sum(dim=1).clamp(min=1)
     loss = -(advantage * logp / lengths).mean()
