@@ -108,3 +108,18 @@ def test_running_stats_merge_across_ranks():
         torch.testing.assert_close(
             torch.tensor(std, dtype=torch.float64), both.std(1, unbiased=False)
         )
+
+
+def _ranks_encode(root):
+    report = encode_shards(_vae(), f"{root}/clips", f"{root}/lat")  # rank/world from gloo
+    return list(report.written)
+
+
+@pytest.mark.distributed
+def test_encode_shards_over_gloo_ranks(tmp_path):
+    from mugv.infra.testing import run_ranks
+
+    _write_clips(tmp_path / "clips")
+    written = run_ranks(_ranks_encode, world_size=2, root=str(tmp_path))
+    assert written == [["clips0-000000.tar", "clips2-000000.tar"], ["clips1-000000.tar"]]
+    assert sum(i.count for i in read_manifest(tmp_path / "lat")) == 6
