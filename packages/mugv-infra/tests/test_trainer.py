@@ -13,6 +13,7 @@ from mugv.infra import (
     PEAK_BF16_FLOPS,
     CheckpointError,
     ConfigError,
+    DistributedError,
     ShuffledBatches,
     ThroughputMeter,
     Trainer,
@@ -228,3 +229,8 @@ def test_progress_line_and_tensorboard_scalars(tmp_path, caplog):
         events.Tags()["scalars"]
     )
     assert [e.step for e in events.Scalars("train/loss")] == [2, 4]
+
+
+def test_trainer_without_process_groups_says_what_to_call():
+    with pytest.raises(DistributedError, match="init_distributed"):
+        Trainer(torch.nn.Linear(2, 2), None, [], TrainerConfig(steps=1), info=None)

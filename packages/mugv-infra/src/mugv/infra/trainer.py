@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mugv.infra._errors import ConfigError
+from mugv.infra._errors import ConfigError, DistributedError
 from mugv.infra._rng import get_rng_state, set_rng_state
 from mugv.infra.checkpoint import CheckpointManager, export_safetensors, latest_checkpoint
 from mugv.infra.data_parallel import TorchDataParallel
@@ -161,6 +161,11 @@ class Trainer:
     ) -> None:
         from megatron.core import parallel_state
 
+        if not parallel_state.model_parallel_is_initialized():
+            raise DistributedError(
+                "Trainer needs the process groups: call init_distributed(ParallelConfig(...)) "
+                "or enter single_process() before building it"
+            )
         if parallel_state.get_pipeline_model_parallel_world_size() > 1:
             raise ConfigError(
                 "ParallelConfig.pipeline > 1 is not supported by Trainer (it has no pipeline "
