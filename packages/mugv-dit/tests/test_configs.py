@@ -62,6 +62,8 @@ class MathAttention(SDPAttention):
     def forward(self, query, key, value, attention_mask, attn_mask_type=None, **_):
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # (B, h, s, D)
         scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
+        if isinstance(attention_mask, tuple):  # cross-attention: (query mask, key mask)
+            attention_mask = attention_mask[1]
         if attention_mask is not None:
             scores = scores.masked_fill(attention_mask, float("-inf"))
         return (scores.softmax(-1) @ v).permute(2, 0, 1, 3).flatten(2)

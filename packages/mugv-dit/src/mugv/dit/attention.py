@@ -177,6 +177,9 @@ class Attention(MegatronModule):
             q, k = self._norms(q, k)
             q, k = apply_rope(q, rope), apply_rope(k, rope)
             k, v = shard.cp_gather_kv(k), shard.cp_gather_kv(v)  # (S, B, heads, D)
-        out = self.core_attention(q, k, v, mask)  # (s_cp, B, heads*D / tp)
+        if self.cross and mask is not None:  # TE's padding form: (query mask, key mask)
+            mask = (torch.zeros(b, 1, 1, s, dtype=torch.bool, device=x.device), mask)
+        mask_type = AttnMaskType.no_mask if mask is None else AttnMaskType.padding
+        out = self.core_attention(q, k, v, mask, attn_mask_type=mask_type)  # (s_cp, B, h*D/tp)
         out, _ = self.linear_proj(out)  # (s_cp, B, d), reduced over TP
         return shard.sp_split(out)

@@ -149,7 +149,7 @@ def megatron_config(config: DiTConfig, params_dtype: torch.dtype) -> Transformer
         pipeline_model_parallel_size=parallel_state.get_pipeline_model_parallel_world_size(),
         pipeline_dtype=params_dtype,
         params_dtype=params_dtype,
-        use_cpu_initialization=not torch.cuda.is_available(),
+        use_cpu_initialization=True,  # same initial weights for every TP size and device
         init_method=xavier,
         output_layer_init_method=xavier,
         hidden_dropout=0.0,
