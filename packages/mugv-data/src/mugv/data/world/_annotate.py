@@ -30,7 +30,9 @@ def scene_graph(spec: SceneSpec, height: int, width: int) -> SceneGraph:
     return SceneGraph(objects=objects, relations=relations)
 
 
-def trajectories(spec: SceneSpec, num_frames: int, height: int, width: int, fps: float):
+def trajectories(
+    spec: SceneSpec, num_frames: int, height: int, width: int, fps: float
+) -> list[Trajectory]:
     """Exact per-frame boxes ``(x, y, w, h)`` in pixels, one `Trajectory` per object."""
     return [
         Trajectory(
