@@ -190,3 +190,30 @@ def test_config_errors():
         FlowConfig(text_dropout=1.5)
     with pytest.raises(FlowError, match="lacks weights"):
         FlowConfig(task_probs={"t2v": 1.0}, task_weights={"t2i": 1.0})
+
+
+def test_frame_index_reaches_the_model_per_group():
+    model = RecordingModel()
+    flow = RectifiedFlow(FlowConfig(task_probs={"t2i": 1.0, "t2v": 1.0}, text_dropout=0.0))
+    b = 16
+    latents = torch.randn(b, 4, 3, 2, 2)
+    text, mask, fps = (
+        torch.randn(b, 5, 8),
+        torch.ones(b, 5, dtype=torch.bool),
+        torch.full((b,), 8.0),
+    )
+    index = torch.arange(b)[:, None] * 10 + torch.arange(3)  # clip i starts at latent frame 10 i
+    flow.loss(
+        model,
+        latents,
+        text,
+        mask,
+        fps,
+        height=32,
+        width=32,
+        frame_index=index,
+        generator=torch.Generator().manual_seed(0),
+    )
+    for call in model.calls:
+        assert call["index"].shape == (call["x"].shape[0], call["x"].shape[2])
+        assert torch.all(call["index"][:, 0] % 10 == 0)

@@ -209,7 +209,10 @@ class RectifiedFlow:
             frames = x0.shape[2]
             cond = self.cond_mask_for([tasks[i] for i in idx], frames, generator)  # (b, T)
             t = self.sample_t(len(idx), self.ratio(height, width, frames), generator)
-            noise = torch.randn(x0.shape, generator=generator).to(device, x0.dtype)
+            if generator is None:
+                noise = torch.randn_like(x0)
+            else:  # a seeded CPU generator gives the same noise on any device
+                noise = torch.randn(x0.shape, generator=generator).to(device, x0.dtype)
             cond5 = cond.view(len(idx), 1, frames, 1, 1).to(device)
             x_t = torch.where(cond5, x0, self.add_noise(x0, noise, t.to(device)))
             pred = model(

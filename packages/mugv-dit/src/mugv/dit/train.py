@@ -104,6 +104,7 @@ class DiTStep:
 
     def __call__(self, model: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         param = next(model.parameters())
+        index = batch.get("frame_index")
         loss, logs = self.flow.loss(
             model,
             batch["latents"].to(param.device, param.dtype),
@@ -112,7 +113,7 @@ class DiTStep:
             batch["fps"].to(param.device, param.dtype),
             height=int(batch["height"]),
             width=int(batch["width"]),
-            frame_index=batch.get("frame_index"),
+            frame_index=None if index is None else index.to(param.device),
         )
         return loss, {k: float(v) for k, v in logs.items()}
 
