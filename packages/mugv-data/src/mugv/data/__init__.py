@@ -41,6 +41,7 @@ from mugv.data.formats import (
     load_sgae,
     load_visual_genome,
 )
+from mugv.data.oracle import DetectedObject, Oracle, OracleConfig, OracleError
 from mugv.data.shards import ShardDataset, ShardInfo, ShardSample, ShardWriter, read_shard
 from mugv.data.video import (
     VideoInfo,
@@ -52,6 +53,15 @@ from mugv.data.video import (
     sample_clip,
     write_image,
     write_video,
+)
+from mugv.data.world import (
+    ObjectSpec,
+    PromptError,
+    SceneSpec,
+    SyntheticWorld,
+    WorldConfig,
+    WorldError,
+    parse_prompt,
 )
 
 __version__ = "0.1.0"
@@ -65,24 +75,34 @@ __all__ = [
     "CaptionedClip",
     "Captioner",
     "DataError",
+    "DetectedObject",
     "FormatError",
+    "ObjectSpec",
+    "Oracle",
+    "OracleConfig",
+    "OracleError",
+    "PromptError",
     "QAPair",
     "QARecord",
     "Relation",
     "SceneGraph",
     "SceneGraphRecord",
     "SceneObject",
+    "SceneSpec",
     "SchemaError",
     "ShardDataset",
     "ShardError",
     "ShardInfo",
     "ShardSample",
     "ShardWriter",
+    "SyntheticWorld",
     "Trajectory",
     "VideoClip",
     "VideoError",
     "VideoInfo",
     "VideoTextScorer",
+    "WorldConfig",
+    "WorldError",
     "__version__",
     "assign_bucket",
     "bucket_batches",
@@ -98,6 +118,7 @@ __all__ = [
     "load_sgae",
     "load_visual_genome",
     "make_buckets",
+    "parse_prompt",
     "probe",
     "read_image",
     "read_shard",
