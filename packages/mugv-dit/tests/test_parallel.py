@@ -86,6 +86,9 @@ def _tp_rank(state, inputs, weight):
     for sp in (False, True):
         model, out = _forward_backward(state, inputs, weight, sequence_parallel=sp)
         results.append((out, _full_grads(model)))
+    gathered = full_state_dict(model)  # what save_pretrained writes: TP shards gathered
+    assert set(gathered) == set(state)
+    assert all(torch.equal(gathered[k], v) for k, v in state.items())
     return results
 
 
