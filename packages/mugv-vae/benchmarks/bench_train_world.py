@@ -93,7 +93,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--config", default="small", choices=sorted(CONFIGS))
     p.add_argument("--minutes", type=float, default=13.0, help="training wall-time budget")
-    p.add_argument("--steps", type=int, default=600, help="LR schedule length (cosine)")
+    p.add_argument("--steps", type=int, default=1500, help="LR schedule length (cosine)")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--crop", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)

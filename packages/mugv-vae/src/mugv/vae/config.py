@@ -73,6 +73,10 @@ class TemporalConfig:
     num_res_blocks: int = 4
     channel_multipliers: tuple[int, ...] = (1, 2, 2, 4)
     norm_groups: int = 32
+    # Training init: the posterior starts with std exp(-3) (the logvar half of the quant conv's
+    # bias), so sampled latents carry the signal from step 0; starting at std 1 the decoder
+    # learns to ignore the noise-swamped latents (posterior collapse).
+    init_logvar: float = -6.0
 
     def __post_init__(self) -> None:
         if len(self.channel_multipliers) < 2:

@@ -61,6 +61,8 @@ class VideoVAE(nn.Module):
         self.temporal_encoder = TemporalEncoder(config.temporal)
         self.quant_conv = nn.Conv3d(2 * config.latent_channels, 2 * config.latent_channels, 1)
         self.post_quant_conv = nn.Conv3d(config.latent_channels, config.latent_channels, 1)
+        with torch.no_grad():
+            self.quant_conv.bias[config.latent_channels :].fill_(config.temporal.init_logvar)
         self.temporal_decoder = TemporalDecoder(config.temporal)
         self.register_buffer("latent_mean", torch.zeros(config.latent_channels))
         self.register_buffer("latent_std", torch.ones(config.latent_channels))
