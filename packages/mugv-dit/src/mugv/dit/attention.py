@@ -156,11 +156,11 @@ class Attention(MegatronModule):
         self,
         x: Tensor,
         *,
-        rope: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
         mask: Tensor | None = None,
         text: Tensor | None = None,
     ) -> Tensor:
-        """x (s_sp, B, d) -> (s_sp, B, d). rope: (s_cp, B, 1, D/2) angles of this CP rank's
+        """x (s_sp, B, d) -> (s_sp, B, d). rope: (cos, sin) (s_cp, B, 1, D/2) of this CP rank's
         tokens; mask: (B, 1, 1, keys) True = ignore; text: (L, B, d) for cross-attention."""
         shard = self.sharding
         x = shard.sp_gather(x)  # (s_cp, B, d)

@@ -88,7 +88,7 @@ class MUGDiTLayer(MegatronModule):
         t_mod: Tensor,
         t0_mod: Tensor | None,
         cond: Tensor | None,
-        rope: Tensor,
+        rope: tuple[Tensor, Tensor],
         self_mask: Tensor | None,
         text: Tensor,
         text_mask: Tensor | None,
@@ -318,9 +318,10 @@ class MUGDiT(PretrainedMixin, VisionModule):
         positions = video_positions(frame_index[:, ::pt] // pt, ht, wt, cfg.max_frames)
         positions = F.pad(positions, (0, 0, 0, padded - length))  # (B, S_pad, 3)
         cp_idx = shard.cp_indices(padded).to(x.device)
-        rope = rope_angles(
+        angles = rope_angles(
             positions[:, cp_idx].transpose(0, 1)[:, :, None], cfg.head_dim, cfg.rope_theta
-        )
+        )  # (s_cp, B, 1, D/2)
+        rope = (angles.cos().to(dtype), angles.sin().to(dtype))
         self_mask = None
         if padded > length:
             keys = torch.arange(padded, device=x.device) >= length

@@ -45,9 +45,15 @@ def rope_angles(positions: Tensor, head_dim: int, theta: float = 10000.0) -> Ten
     return angles.flatten(-2)
 
 
-def apply_rope(x: Tensor, angles: Tensor) -> Tensor:
-    """Rotates adjacent channel pairs of x (..., D) by angles broadcastable to (..., D/2)."""
+def apply_rope(x: Tensor, angles: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+    """Rotates adjacent channel pairs of x (..., D) by angles broadcastable to (..., D/2).
+
+    `angles` may be given as its precomputed (cos, sin), as the model does once per forward.
+    """
     pairs = x.unflatten(-1, (-1, 2))  # (..., D/2, 2)
     x0, x1 = pairs[..., 0], pairs[..., 1]
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    if isinstance(angles, tuple):
+        cos, sin = angles
+    else:
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
