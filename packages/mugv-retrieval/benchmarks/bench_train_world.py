@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import time
 
@@ -114,6 +115,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="bench_train_world.json")
     args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("mugv.retrieval.model").setLevel(logging.ERROR)  # truncation notes
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     world = SyntheticWorld(

@@ -3,6 +3,7 @@
 from mugv.retrieval._errors import ConfigError, InputError, RetrievalError
 from mugv.retrieval.config import CONFIGS, TWBertConfig, VideoEncoderConfig, base, small, tiny
 from mugv.retrieval.cross_modal import CrossModalEncoder, CrossOutput
+from mugv.retrieval.datasets import QASet, RetrievalSet, qa_set, retrieval_set
 from mugv.retrieval.frame_selector import FrameSelector
 from mugv.retrieval.model import TWBert
 from mugv.retrieval.objectives import LossWeights, TWBertObjective, qa_loss
@@ -30,7 +31,9 @@ __all__ = [
     "FrameSelector",
     "InputError",
     "LossWeights",
+    "QASet",
     "RetrievalError",
+    "RetrievalSet",
     "SearchHit",
     "TWBert",
     "TWBertConfig",
@@ -50,8 +53,10 @@ __all__ = [
     "embed_videos",
     "evaluate_retrieval",
     "qa_loss",
+    "qa_set",
     "rerank_scores",
     "retrieval_metrics",
+    "retrieval_set",
     "small",
     "tiny",
 ]
