@@ -23,9 +23,29 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from _plain_dit import PlainDiT
 
-from mugv.dit import MUGDiT, dit_config, to_reference
+from mugv.dit import MUGDiT, dit_config, local_spec, to_reference
 from mugv.dit.pretrained import full_state_dict
 from mugv.infra import single_process
+
+
+class TorchLinear(torch.nn.Linear):
+    """nn.Linear with Megatron's linear interface, to measure what Megatron's linear costs."""
+
+    def __init__(self, n_in, n_out, *, config, init_method, bias=True, **_):
+        super().__init__(n_in, n_out, bias=bias)
+
+    def forward(self, x):
+        return super().forward(x), None
+
+
+def torch_linear_spec():
+    """The local spec with every Megatron parallel linear swapped for `TorchLinear` (TP=1)."""
+    spec = local_spec()
+    for attn in (spec.submodules.self_attention, spec.submodules.cross_attention):
+        attn.linear_in = attn.linear_proj = TorchLinear
+    spec.submodules.cross_attention.linear_kv = TorchLinear
+    spec.submodules.linear_fc1 = spec.submodules.linear_fc2 = TorchLinear
+    return spec
 
 
 def make_batch(args, text_dim):
@@ -72,7 +92,8 @@ def time_interleaved(steps: dict, rounds: int, per_round: int, warmup: int) -> d
 def attention_share(step):
     acts = [torch.profiler.ProfilerActivity.CPU]
     with torch.profiler.profile(activities=acts) as prof:
-        step()
+        for _ in range(3):
+            step()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     attn = sum(e.self_cpu_time_total for e in events if "scaled_dot_product" in e.key)
@@ -83,6 +104,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench_step.json")
     parser.add_argument("--config", default="tiny")
+    parser.add_argument("--hidden-size", type=int, help="override the config's width")
+    parser.add_argument("--num-heads", type=int, help="override the config's heads")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--frames", type=int, default=3)
     parser.add_argument("--size", type=int, default=8, help="latent height = width")
@@ -94,7 +117,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    cfg = dit_config(args.config)
+    overrides = {"hidden_size": args.hidden_size, "num_heads": args.num_heads}
+    cfg = dit_config(args.config, **{k: v for k, v in overrides.items() if v is not None})
     batch = make_batch(args, cfg.text_dim)
     target = torch.randn_like(batch["x"])
     tokens = args.frames * (args.size // 2) ** 2 + 2
@@ -106,7 +130,13 @@ def main() -> None:
         plain.load_state_dict(to_reference(full_state_dict(ours), cfg))
         with torch.no_grad():
             diff = (ours(**batch) - plain(**batch)).abs().max().item()
-        steps = {"mugdit": step_fn(ours, batch, target), "plain": step_fn(plain, batch, target)}
+        ours_torch = MUGDiT(cfg, spec=torch_linear_spec())
+        ours_torch.load_state_dict(ours.state_dict(), strict=False)
+        steps = {
+            "mugdit": step_fn(ours, batch, target),
+            "plain": step_fn(plain, batch, target),
+            "mugdit_nn_linear": step_fn(ours_torch, batch, target),
+        }
         rounds = time_interleaved(steps, args.rounds, args.per_round, args.warmup)
         paired = [a / b for a, b in zip(rounds["mugdit"], rounds["plain"])]
         seconds = {name: statistics.median(values) for name, values in rounds.items()}
@@ -125,6 +155,8 @@ def main() -> None:
         "device": f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "load_average_1min": os.getloadavg()[0],
         "config": args.config,
+        "hidden_size": cfg.hidden_size,
+        "num_heads": cfg.num_heads,
         "batch": args.batch,
         "latent": [24, args.frames, args.size, args.size],
         "tokens_per_sample": tokens,
@@ -134,14 +166,17 @@ def main() -> None:
         "ratio_step_time_mugdit_over_plain": statistics.median(paired),
         "ratio_best_step_time": min(rounds["mugdit"]) / min(rounds["plain"]),
         "ratio_definition": "median over rounds of (MUGDiT / plain) step time, back to back",
+        "ratio_nn_linear_spec": statistics.median(
+            a / b for a, b in zip(rounds["mugdit_nn_linear"], rounds["plain"])
+        ),
         "target_ratio": 1.1,
     }
     print(
-        f"{'model':<8} {'step ms':>9} {'best ms':>9} {'samples/s':>10} {'tokens/s':>10} {'attn':>7}"
+        f"{'model':<16} {'step ms':>9} {'best ms':>9} {'samples/s':>10} {'tokens/s':>10} {'attn':>7}"
     )
     for name, row in rows.items():
         print(
-            f"{name:<8} {row['step_ms']:>9.2f} {row['best_step_ms']:>9.2f} "
+            f"{name:<16} {row['step_ms']:>9.2f} {row['best_step_ms']:>9.2f} "
             f"{row['samples_per_s']:>10.1f} {row['tokens_per_s']:>10.0f} "
             f"{row['attention_share']:>7.1%}"
         )
@@ -149,6 +184,10 @@ def main() -> None:
         f"step-time ratio mugdit/plain = {result['ratio_step_time_mugdit_over_plain']:.3f} "
         f"(median of paired rounds; best-vs-best {result['ratio_best_step_time']:.3f}; "
         f"target <= 1.1); max |output diff| = {diff:.2e}"
+    )
+    print(
+        f"with torch.nn.Linear in the spec instead of Megatron's linears: "
+        f"{result['ratio_nn_linear_spec']:.3f}"
     )
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
