@@ -81,6 +81,7 @@ def main() -> None:
     pairs, t_rerank = timed(rerank_first_queries)
     pairs_per_s = pairs / t_rerank
     full_rerank_s = 2 * args.n * args.k / pairs_per_s
+    t_embed = t_videos + t_texts + t_contrastive  # the contrastive-only evaluation
     rows = {
         "videos_per_s_batched": args.n / t_videos,
         "videos_per_s_one_at_a_time": n_ref / t_single,
@@ -89,8 +90,9 @@ def main() -> None:
         f"contrastive_rank_{args.n}x{args.n}_s": t_contrastive,
         "vtm_pairs_per_s": pairs_per_s,
         f"rerank_top{args.k}_both_dirs_s": full_rerank_s,
-        f"eval_{args.n}x{args.n}_top{args.k}_s": t_videos + t_texts + t_contrastive + full_rerank_s,
-        "rerank_over_contrastive_eval": (full_rerank_s + t_contrastive) / t_contrastive,
+        f"eval_{args.n}x{args.n}_contrastive_s": t_embed,
+        f"eval_{args.n}x{args.n}_top{args.k}_s": t_embed + full_rerank_s,
+        "eval_with_rerank_over_without": (t_embed + full_rerank_s) / t_embed,
     }
     label = "measured" if q == args.n else f"extrapolated from {q} queries per direction"
     print(
