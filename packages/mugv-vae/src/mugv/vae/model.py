@@ -8,7 +8,6 @@ return and take latents normalised per channel by the mean/std stored in the mod
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -22,8 +21,6 @@ from mugv.vae.config import VAEConfig
 from mugv.vae.spatial import SpatialDecoder, SpatialEncoder
 from mugv.vae.temporal import DiagonalGaussian, TemporalDecoder, TemporalEncoder
 from mugv.vae.tiling import tiled_apply
-
-logger = logging.getLogger(__name__)
 
 
 @runtime_checkable

@@ -137,6 +137,12 @@ def train_vae(
     if config.loss.disc_weight > 0:
         disc = PatchDiscriminator3D(config.discriminator_channels, config.discriminator_layers)
     module = VAETrainModule(vae, disc).to(info.device)
+    logger.info(
+        "training a %d-parameter VAE%s for %d steps",
+        sum(p.numel() for p in vae.parameters()),
+        " with a 3D patch discriminator" if disc is not None else "",
+        trainer_config.steps,
+    )
     trainer = Trainer(
         module,
         make_step_fn(config.loss, perceptual),
