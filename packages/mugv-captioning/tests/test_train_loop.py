@@ -47,3 +47,22 @@ def test_scst_on_trainer_logs_reward(tmp_path):
     refs = CaptionCollator(WORDS, LABELS)(EXAMPLES).references
     _, losses = run(tmp_path, steps=2, step_fn=SCSTStep(WORDS, CiderD(refs), num_samples=3))
     assert len(losses) == 2 and all("reward" in m and m["reward"] >= 0 for _, m in losses)
+
+
+def test_noam_on_the_trainer_equals_the_papers_schedule():
+    from mugv.captioning.train import noam_trainer_config
+    from mugv.captioning.training import noam_lambda
+    from mugv.infra import lr_at
+
+    config = noam_trainer_config(512, 400, factor=2.0, steps=5000)
+    noam = noam_lambda(512, 400, factor=2.0)
+    for step in (0, 1, 10, 398, 399, 400, 401, 1000, 4999):
+        got = lr_at(
+            step,
+            lr=config.lr,
+            min_lr=config.min_lr,
+            warmup_steps=config.warmup_steps,
+            total_steps=config.steps,
+            schedule=config.schedule,
+        )
+        assert got == pytest.approx(noam(step + 1), rel=1e-12), step

@@ -5,10 +5,10 @@
         Trainer(model, xe_step, data, TrainerConfig(steps=..., checkpoint_dir=...), info=info).fit()
         Trainer(model, SCSTStep(words, CiderD(refs)), data, TrainerConfig(...), info=info).fit()
 
-The Trainer owns the optimizer, schedule (linear warm-up then cosine/constant), clipping,
-checkpoints and resume; :class:`CaptionBatches` checkpoints its position, so a resumed run sees
-the same batches as an uninterrupted one. The paper's Noam schedule is :func:`noam_lambda` for
-a plain ``LambdaLR`` loop (the Trainer has no inverse-square-root schedule yet).
+The Trainer owns the optimizer, schedule, clipping, checkpoints and resume;
+:class:`CaptionBatches` checkpoints its position, so a resumed run sees the same batches as an
+uninterrupted one. :func:`noam_trainer_config` gives the paper's Noam warm-up on the Trainer
+(:func:`noam_lambda` is the same schedule for a plain ``LambdaLR`` loop).
 """
 
 from __future__ import annotations
@@ -25,6 +25,22 @@ from mugv.captioning.metrics import CiderD
 from mugv.captioning.model import TSG
 from mugv.captioning.training import scst_loss, xe_loss
 from mugv.captioning.vocab import Vocabulary
+from mugv.infra import TrainerConfig
+
+
+def noam_trainer_config(
+    d_model: int, warmup: int, *, factor: float = 1.0, **fields: Any
+) -> TrainerConfig:
+    """Noam's schedule on the Trainer: linear warm-up, then inverse square root.
+
+    The Trainer's "inverse_sqrt" schedule peaks at `lr` after `warmup_steps`; with
+    ``lr = factor * d_model^-0.5 * warmup^-0.5`` its step s (0-based) is Noam's step s + 1.
+    Other `TrainerConfig` fields pass through `fields`.
+    """
+    if warmup < 1:
+        raise ConfigError(f"Noam warmup must be >= 1 step; got {warmup}")
+    peak = factor * d_model**-0.5 * warmup**-0.5
+    return TrainerConfig(lr=peak, warmup_steps=warmup, schedule="inverse_sqrt", **fields)
 
 
 class CaptionBatches:
