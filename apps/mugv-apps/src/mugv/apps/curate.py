@@ -37,6 +37,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECTION.FIELD=VALUE",
         help="override one config field, e.g. --set blur.min_sharpness=0.8 (repeatable)",
     )
+    p.add_argument(
+        "--captioner",
+        metavar="DIR",
+        help="caption kept clips with a TSGCaptioner saved in DIR (scene graphs from the "
+        "synthetic-world oracle)",
+    )
+    p.add_argument(
+        "--scorer",
+        metavar="DIR",
+        help="score caption-clip alignment with a TW-BERT saved in DIR; set a threshold with "
+        "--set align.min_score=X",
+    )
     p.add_argument("-j", "--workers", type=int, default=1, help="local worker processes")
     p.add_argument(
         "--ray",
@@ -67,6 +79,13 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     return sorted(dict.fromkeys(found))
 
 
+def _folder(flag: str, path: str) -> Path:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise AppError(f"{flag} {folder}: no such model folder")
+    return folder
+
+
 def run(args: argparse.Namespace) -> int:
     from mugv.data.curation import (
         CurationConfig,
@@ -78,13 +97,30 @@ def run(args: argparse.Namespace) -> int:
 
     config = CurationConfig.from_dict(load_config(args.config, args.set))
     inputs = expand_inputs(args.inputs)
+    captioner = scorer = None
+    if args.captioner is not None:
+        from mugv.captioning import TSGCaptioner, oracle_scene_graph
+
+        captioner = TSGCaptioner.load(
+            _folder("--captioner", args.captioner), graph_source=oracle_scene_graph
+        )
+    if args.scorer is not None:
+        from mugv.retrieval import TWBertScorer
+
+        scorer = TWBertScorer.from_pretrained(_folder("--scorer", args.scorer))
     if args.ray is not None:
         executor = RayExecutor(address=None if args.ray == "local" else args.ray)
     else:
         executor = LocalExecutor(workers=args.workers)
     with tqdm(total=len(inputs), unit="video", desc="curate") as bar:
         result = run_curation(
-            inputs, args.out, config, executor=executor, progress=lambda _: bar.update()
+            inputs,
+            args.out,
+            config,
+            captioner=captioner,
+            scorer=scorer,
+            executor=executor,
+            progress=lambda _: bar.update(),
         )
     report = write_report(result, Path(args.out) / "report.html")
     summary = result.summary()
