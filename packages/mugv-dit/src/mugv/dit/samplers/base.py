@@ -19,7 +19,7 @@ from torch import Tensor
 
 from mugv.dit.rectified_flow import FlowError, time_shift
 
-__all__ = ["FlowSampler", "flow_sigmas"]
+__all__ = ["FlowSampler", "GridSampler", "flow_sigmas"]
 
 
 @runtime_checkable
@@ -58,3 +58,29 @@ def check_timestep(timesteps: Tensor, index: int, timestep: float | Tensor) -> N
             f"step got timestep {got:.6f} but the next one is {expected:.6f}; "
             "iterate over sampler.timesteps in order"
         )
+
+
+class GridSampler:
+    """What the grid samplers share: the sigma grid, the evaluation times, the call index.
+
+    Subclasses implement `step`, and override `_evaluation_times` (when they evaluate the
+    model more than once per grid step) and `_reset` (when they carry state between calls).
+    """
+
+    order = 1
+
+    def __init__(self, num_steps: int = 25, *, ratio: float = 1.0) -> None:
+        self.set_timesteps(num_steps, ratio=ratio)
+
+    def set_timesteps(self, num_steps: int, *, ratio: float = 1.0) -> None:
+        self.num_steps = num_steps
+        self.sigmas = flow_sigmas(num_steps, ratio)  # (N + 1,)
+        self.timesteps = self._evaluation_times(self.sigmas)
+        self._index = 0
+        self._reset()
+
+    def _evaluation_times(self, sigmas: Tensor) -> Tensor:
+        return sigmas[:-1]  # (N,): one evaluation at the start of each grid step
+
+    def _reset(self) -> None:
+        """Clears state carried between `step` calls (none by default)."""

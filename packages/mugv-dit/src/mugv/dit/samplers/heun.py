@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mugv.dit.samplers.base import check_timestep, flow_sigmas
+from mugv.dit.samplers.base import GridSampler, check_timestep
 
 __all__ = ["HeunSampler"]
 
 
-class HeunSampler:
+class HeunSampler(GridSampler):
     """Predict x' = x + dt v(x, s_i); correct x_{i+1} = x + dt (v(x, s_i) + v(x', s_{i+1})) / 2.
 
     `timesteps` is s_0, s_1, s_1, s_2, s_2, ..., s_N: the calls alternate predictor and
@@ -19,14 +19,10 @@ class HeunSampler:
 
     order = 2
 
-    def __init__(self, num_steps: int = 25, *, ratio: float = 1.0) -> None:
-        self.set_timesteps(num_steps, ratio=ratio)
+    def _evaluation_times(self, sigmas: Tensor) -> Tensor:
+        return torch.cat([sigmas[:1], sigmas[1:].repeat_interleave(2)[:-1]])  # (2N - 1,)
 
-    def set_timesteps(self, num_steps: int, *, ratio: float = 1.0) -> None:
-        self.num_steps = num_steps
-        self.sigmas = flow_sigmas(num_steps, ratio)  # (N + 1,)
-        self.timesteps = torch.cat([self.sigmas[:1], self.sigmas[1:].repeat_interleave(2)[:-1]])
-        self._index = 0
+    def _reset(self) -> None:
         self._prev: tuple[Tensor, Tensor] | None = None  # (x_i, v(x_i, s_i)) between the calls
 
     def step(self, velocity: Tensor, timestep: float | Tensor, sample: Tensor) -> Tensor:

@@ -9,24 +9,17 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from mugv.dit.samplers.base import check_timestep, flow_sigmas
+from mugv.dit.samplers.base import GridSampler, check_timestep
 
 __all__ = ["MultistepSampler"]
 
 
-class MultistepSampler:
+class MultistepSampler(GridSampler):
     """x_{i+1} = x_i + h_i ((1 + r) v_i - r v_{i-1}), r = h_i / (2 h_{i-1}), h_i = s_i - s_{i+1}."""
 
     order = 2
 
-    def __init__(self, num_steps: int = 25, *, ratio: float = 1.0) -> None:
-        self.set_timesteps(num_steps, ratio=ratio)
-
-    def set_timesteps(self, num_steps: int, *, ratio: float = 1.0) -> None:
-        self.num_steps = num_steps
-        self.sigmas = flow_sigmas(num_steps, ratio)  # (N + 1,)
-        self.timesteps = self.sigmas[:-1]  # (N,)
-        self._index = 0
+    def _reset(self) -> None:
         self._prev_velocity: Tensor | None = None
 
     def step(self, velocity: Tensor, timestep: float | Tensor, sample: Tensor) -> Tensor:
