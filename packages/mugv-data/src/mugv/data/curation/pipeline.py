@@ -236,18 +236,21 @@ class CurationResult:
 
 def _dedup(clips: list[ClipRecord], max_hamming: int) -> None:
     """Marks later near-duplicates (in key order) of an earlier kept clip as filtered."""
-    kept: list[tuple[str, np.ndarray]] = []
-    for clip in clips:
-        bits = np.unpackbits(np.frombuffer(bytes.fromhex(clip.phash), dtype=np.uint8))
+    if not clips:
+        return
+    bits = np.stack(
+        [np.unpackbits(np.frombuffer(bytes.fromhex(c.phash), dtype=np.uint8)) for c in clips]
+    )  # (N, hash bits), unpacked once
+    kept: list[int] = []
+    for i, clip in enumerate(clips):
         if kept:
-            matrix = np.stack([b for _, b in kept])
-            distances = (matrix != bits).sum(axis=1)
+            distances = (bits[kept] != bits[i]).sum(axis=1)  # (len(kept),)
             j = int(distances.argmin())
             clip.scores["dup_distance"] = float(distances[j])
             if distances[j] <= max_hamming:
-                clip.mark("filtered", "dedup", f"near-duplicate of {kept[j][0]}")
+                clip.mark("filtered", "dedup", f"near-duplicate of {clips[kept[j]].key}")
                 continue
-        kept.append((clip.key, bits))
+        kept.append(i)
 
 
 def _read_clip(clip: ClipRecord) -> VideoClip:
