@@ -126,11 +126,11 @@ def _encode_split(
         clips = [item.clip for item in items]
         batch = clips_to_batch(clips)[:, :, :frames]  # (B, 3, T, H, W)
         latents.append(vae.encode(batch))
-        for k, item in enumerate(items):
-            tokens, mask = encoder.encode(item.captions)
-            for j in range(len(item.captions)):
-                rows.append(start + k)
-                texts.append(tokens[j, mask[j]])
+        captions = [(start + k, c) for k, item in enumerate(items) for c in item.captions]
+        tokens, mask = encoder.encode([c for _, c in captions])  # one batch per chunk
+        for j, (row, _) in enumerate(captions):
+            rows.append(row)
+            texts.append(tokens[j, mask[j]])
     return torch.cat(latents)[rows], texts
 
 
