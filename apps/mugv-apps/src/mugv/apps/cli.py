@@ -43,7 +43,7 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mugv",
         description="MUG-V: curate video data, train the video VAE and MUGDiT, generate and "
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_VersionAction)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
-    for module_name in COMMANDS:
+    for module_name in commands:
         module = importlib.import_module(f"mugv.apps.{module_name}")
         module.add_parser(subparsers)
     return parser
@@ -69,10 +69,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (AppError, DataError, DiTError, InfraError, PipelineError, VAEError)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, commands: Sequence[str] = COMMANDS) -> int:
+    """Run ``mugv``; ``commands`` narrows the sub-commands (tests of one module use it)."""
     # Megatron-Core warns about absent CUDA kernels and its own deprecations: noise on a CLI.
     warnings.filterwarnings("ignore", module=r"megatron\.")
-    parser = build_parser()
+    parser = build_parser(commands)
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
