@@ -83,7 +83,6 @@ class LabelServer:
         self.by_id = {p.id: p for p in pairs}
         self.store = store
         self.annotator = annotator
-        store.add_pairs(pairs)
         handler = type("Handler", (_Handler,), {"app": self})
         try:
             self.httpd = _HTTPServer((host, port), handler)
@@ -93,6 +92,7 @@ class LabelServer:
                     f"port {port} on {host} is in use; pass another --port (0 picks a free one)"
                 ) from exc
             raise AppError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        store.add_pairs(pairs)
         self._thread: threading.Thread | None = None
 
     @property

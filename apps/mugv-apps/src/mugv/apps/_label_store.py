@@ -20,10 +20,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mugv.apps._config import AppError
-from mugv.data.preference import PreferencePair
+
+if TYPE_CHECKING:
+    from mugv.data.preference import PreferencePair
 
 CHOICES = ("a", "b", "tie", "skip")  # "skip" moves on without a label; export leaves it out
 _KEYS = {"id", "prompt", "video_a", "video_b", "metadata", "kind", "choice", "source"}
@@ -124,6 +126,8 @@ class LabelStore:
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise AppError(f"--db {self.path}: not a labels database ({exc})") from exc
+        except OSError as exc:
+            raise AppError(f"--db {self.path}: cannot create it ({exc.strerror})") from exc
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -190,6 +194,8 @@ class LabelStore:
 
     def labels(self, annotator: str | None = None) -> list[PreferencePair]:
         """Every choice but skips as a human `PreferencePair`, in pair order."""
+        from mugv.data.preference import PreferencePair  # imports torch: only when exporting
+
         pairs = {p.id: (k, p) for k, p in enumerate(self.pairs())}
         rows = sorted(
             (r for r in self.choices(annotator) if r[2] != "skip"),

@@ -12,6 +12,8 @@ import argparse
 import collections
 import dataclasses
 import getpass
+import signal
+import threading
 from pathlib import Path
 
 from mugv.apps._config import AppError
@@ -37,7 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Serves a local page with the prompt and videos A and B side by side. "
         "Keys: 1/A = A better, 2/B = B better, 3/T = tie, space/S = skip, U/Backspace/Ctrl-Z = "
         "undo the last choice, R = replay both. Every choice is committed to the SQLite "
-        "database at once; restarting resumes at the first pair without a choice.",
+        "database at once; restarting resumes at the first pair without a choice. Ctrl-C or "
+        "SIGTERM stops it.",
     )
     s.add_argument("pairs", metavar="PAIRS", help=f"the pairs file: {PAIRS_HELP}")
     s.add_argument(
@@ -111,6 +114,10 @@ def _annotator(name: str | None) -> str:
     return name.strip()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # `kill` stops the server as cleanly as Ctrl-C
+
+
 def serve(args: argparse.Namespace) -> int:
     from mugv.apps._label_server import LabelServer
     from mugv.apps._label_store import LabelStore, read_pairs
@@ -125,12 +132,16 @@ def serve(args: argparse.Namespace) -> int:
         state = server.state()
         print(f"{state['done']} of {state['total']} pairs labelled; choices go to {db}")
         print(f"labelling page: {server.url}  (Ctrl-C to stop)", flush=True)
+        stop_on_term = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if stop_on_term else None
         try:
             server.serve_forever()
         except KeyboardInterrupt:
             pass
         finally:
             server.close()
+            if stop_on_term:
+                signal.signal(signal.SIGTERM, previous)
         state = server.state()
         print(f"\nstopped: {state['done']} of {state['total']} pairs labelled")
     finally:
