@@ -6,7 +6,10 @@ import argparse
 import json
 import os
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -138,6 +141,25 @@ def test_choices_in_chromium_survive_a_restart_and_export(
     assert [r[2] for r in LabelStore(db).choices("tester")] == ["a", "tie", "skip"]
     assert label("export", "--db", db, "-o", tmp_path / "out.jsonl") == 0
     assert "wrote 2 labels" in capsys.readouterr().out  # the skip is left out
+
+
+def test_the_command_serves_until_sigterm(tmp_path, pairs_file):
+    """`mugv label serve` itself: prints the address, answers, stops cleanly on SIGTERM."""
+    code = "import sys; from mugv.apps.cli import main; sys.exit(main(sys.argv[1:], ('label',)))"
+    argv = ["label", "serve", str(pairs_file), "--db", str(tmp_path / "db.sqlite"), "--port", "0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        assert proc.stdout.readline().startswith("0 of 3 pairs labelled")
+        url = re.search(r"http://\S+", proc.stdout.readline())[0]
+        with urllib.request.urlopen(url + "api/state") as r:
+            assert json.load(r)["pair"]["prompt"] == PROMPTS[0]
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "stopped: 0 of 3 pairs labelled" in out
 
 
 def test_videos_are_served_with_ranges(tmp_path, pairs_file):
