@@ -194,6 +194,37 @@ def test_videos_are_served_with_ranges(tmp_path, pairs_file):
         _close(server)
 
 
+def test_store_keeps_one_row_per_pair_and_annotator(tmp_path, pairs_file):
+    pairs = read_pairs(pairs_file)
+    store = LabelStore(tmp_path / "labels.sqlite")
+    store.add_pairs(pairs)
+    store.record(pairs[0].id, "x", "a")
+    store.record(pairs[1].id, "x", "b")
+    store.record(pairs[0].id, "y", "tie")
+    store.record(pairs[0].id, "y", "b")  # a second choice replaces the first
+    assert store.undo("x", among={pairs[0].id}) == pairs[0].id  # only pairs on the page
+    assert [(r[0], r[1], r[2]) for r in store.choices()] == [
+        (pairs[1].id, "x", "b"),
+        (pairs[0].id, "y", "b"),
+    ]
+    assert [(x.metadata["annotator"], x.prompt) for x in store.labels()] == [
+        ("y", PROMPTS[0]),
+        ("x", PROMPTS[1]),
+    ]
+    assert store.undo("x") == pairs[1].id and store.undo("x") is None
+    store.close()
+    # ids come from the content: reordering the file keeps every choice on its pair
+    reordered = tmp_path / "pairs.jsonl"
+    lines = pairs_file.read_text().splitlines()
+    rows = [json.loads(line) for line in reversed(lines)]
+    rows = [r | {k: str(pairs_file.parent / r[k]) for k in ("video_a", "video_b")} for r in rows]
+    reordered.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [p.id for p in read_pairs(reordered)] != [p.id for p in reversed(pairs)]  # paths differ
+    reordered.write_text("".join(line + "\n" for line in reversed(lines)))
+    (tmp_path / "videos").symlink_to(pairs_file.parent / "videos")
+    assert [p.id for p in read_pairs(reordered)] == [p.id for p in reversed(pairs)]
+
+
 def test_auto_labels_with_the_oracle(tmp_path, pairs_file, capsys):
     out = tmp_path / "oracle.jsonl"
     assert label("auto", pairs_file, "-o", out) == 0

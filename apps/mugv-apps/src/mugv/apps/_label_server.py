@@ -165,7 +165,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     raise AppError(f"no pair {body.get('pair_id')!r} on this page")
                 self.app.store.record(body["pair_id"], self.app.annotator, body.get("choice"))
             elif self.path == "/api/undo":
-                self.app.store.undo(self.app.annotator)
+                self.app.store.undo(self.app.annotator, among=self.app.by_id)
             else:
                 self._json(404, {"error": f"no action {self.path}"})
                 return

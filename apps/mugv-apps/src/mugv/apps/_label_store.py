@@ -18,6 +18,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -160,19 +161,22 @@ class LabelStore:
                 (pair_id, annotator, choice, time.time()),
             )
 
-    def undo(self, annotator: str) -> str | None:
-        """Removes the annotator's latest choice; returns its pair id (None when none)."""
+    def undo(self, annotator: str, among: Collection[str] | None = None) -> str | None:
+        """Removes the annotator's latest choice (of a pair in `among` when given).
+
+        Returns the pair's id, None when there is no choice to undo.
+        """
         with self._lock:
-            row = self._db.execute(
-                "SELECT pair_id FROM choices WHERE annotator=? ORDER BY created_at DESC, rowid DESC "
-                "LIMIT 1",
+            rows = self._db.execute(
+                "SELECT pair_id FROM choices WHERE annotator=? ORDER BY created_at DESC, rowid DESC",
                 (annotator,),
-            ).fetchone()
-            if row is not None:
+            ).fetchall()
+            pair_id = next((r[0] for r in rows if among is None or r[0] in among), None)
+            if pair_id is not None:
                 self._db.execute(
-                    "DELETE FROM choices WHERE pair_id=? AND annotator=?", (row[0], annotator)
+                    "DELETE FROM choices WHERE pair_id=? AND annotator=?", (pair_id, annotator)
                 )
-        return None if row is None else row[0]
+        return pair_id
 
     def pairs(self, ids: list[str] | None = None) -> list[Pair]:
         """Stored pairs in order (only `ids`, in that order, when given)."""
