@@ -82,6 +82,7 @@ def test_choices_in_chromium_survive_a_restart_and_export(
 ):
     from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=20_000)  # the CI machine is shared: allow slow page updates
     db = tmp_path / "labels.sqlite"
     server = _serve(pairs_file, db)
     port = server.httpd.server_port
