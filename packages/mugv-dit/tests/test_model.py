@@ -1,13 +1,18 @@
-"""MUGDiT behaviour: shapes, save/load, null caption, spec choice, input errors."""
+"""MUGDiT behaviour: shapes, save/load, null caption, spec choice, single-rank linears, input
+errors."""
 
 import json
 
 import pytest
 import torch
 from _mugdit_reference import randomize
+from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
+from torch import nn
 
 from mugv.dit import DiTError, MUGDiT, default_spec, dit_config, local_spec
 from mugv.dit.attention import SDPAttention
+from mugv.dit.model import megatron_config
+from mugv.dit.specs import ColumnLinear, RowLinear
 from mugv.infra import single_process
 
 
@@ -70,6 +75,41 @@ def test_default_spec_is_local_on_cpu():
     spec = default_spec()
     assert spec.submodules.self_attention.core_attention is SDPAttention
     assert type(spec) is type(local_spec())
+
+
+@pytest.mark.parametrize("skip_bias_add", [False, True])
+@pytest.mark.parametrize(
+    ("fast", "megatron", "kwargs"),
+    [
+        (ColumnLinear, ColumnParallelLinear, {"gather_output": False}),
+        (RowLinear, RowParallelLinear, {"input_is_parallel": True}),
+    ],
+)
+def test_single_rank_linears_equal_megatron_linears(fast, megatron, kwargs, skip_bias_add):
+    """The local spec's linears skip Megatron's autograd function on one TP rank: same state
+    dict, outputs, returned bias and gradients as the Megatron class they extend."""
+    with single_process(seed=0):
+        config = megatron_config(dit_config("debug"), torch.float64)
+        args = dict(config=config, init_method=nn.init.normal_, bias=True, is_expert=False)
+        ours = fast(16, 12, skip_bias_add=skip_bias_add, **args, **kwargs)
+        theirs = megatron(16, 12, skip_bias_add=skip_bias_add, **args, **kwargs)
+        with torch.no_grad():
+            ours.bias.normal_()
+        theirs.load_state_dict(ours.state_dict())
+        assert ours.single_rank and set(ours.state_dict()) == set(theirs.state_dict())
+        x = torch.randn(5, 3, 16, dtype=torch.float64)
+        results = []
+        for linear in (ours, theirs):
+            x_in = x.clone().requires_grad_(True)
+            out, bias = linear(x_in)
+            assert (bias is linear.bias) if skip_bias_add else bias is None
+            (out * torch.arange(12.0, dtype=torch.float64)).sum().backward()
+            results.append((out, x_in.grad, linear.weight.grad, linear.bias.grad))
+    for got, expected in zip(*results):
+        if expected is None:  # skip_bias_add: the caller adds the bias, no gradient here
+            assert got is None
+        else:
+            torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(

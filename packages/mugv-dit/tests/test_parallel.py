@@ -11,6 +11,7 @@ from megatron.core import parallel_state
 
 from mugv.dit import DiTConfig, MUGDiT
 from mugv.dit.pretrained import full_state_dict, load_full_state_dict
+from mugv.dit.specs import ColumnLinear, RowLinear
 from mugv.infra import ParallelConfig, single_process
 from mugv.infra.testing import run_ranks
 
@@ -85,6 +86,8 @@ def _tp_rank(state, inputs, weight):
     results = []
     for sp in (False, True):
         model, out = _forward_backward(state, inputs, weight, sequence_parallel=sp)
+        linears = [m for m in model.modules() if isinstance(m, (ColumnLinear, RowLinear))]
+        assert linears and not any(m.single_rank for m in linears)  # Megatron's TP path
         results.append((out, _full_grads(model)))
     gathered = full_state_dict(model)  # what save_pretrained writes: TP shards gathered
     assert set(gathered) == set(state)

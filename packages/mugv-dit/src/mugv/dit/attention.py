@@ -146,22 +146,20 @@ class Attention(MegatronModule):
         )
         self.linear_proj = _row(submodules.linear_proj, config, d, d, "proj")
 
-    def _norms(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        shard = self.sharding
-        q = self.q_norm(q, shard.tp_shared(self.q_norm.weight, sharded_input=True))
-        k = self.k_norm(k, shard.tp_shared(self.k_norm.weight, sharded_input=True))
-        return q, k
+    def _norm_weight(self, norm: HeadRMSNorm) -> Tensor:
+        return self.sharding.tp_shared(norm.weight, sharded_input=True)
 
     def forward(
         self,
         x: Tensor,
         *,
-        rope: tuple[Tensor, Tensor] | None = None,
+        rope: Tensor | None = None,
         mask: Tensor | None = None,
         text: Tensor | None = None,
     ) -> Tensor:
-        """x (s_sp, B, d) -> (s_sp, B, d). rope: (cos, sin) (s_cp, B, 1, D/2) of this CP rank's
-        tokens; mask: (B, 1, 1, keys) True = ignore; text: (L, B, d) for cross-attention."""
+        """x (s_sp, B, d) -> (s_sp, B, d). rope: complex rotation (s_cp, B, 1, 1, D/2) of this
+        CP rank's tokens (`rope_rotation`); mask: (B, 1, 1, keys) True = ignore; text: (L, B, d)
+        for cross-attention."""
         shard = self.sharding
         x = shard.sp_gather(x)  # (s_cp, B, d)
         s, b = x.shape[:2]
@@ -170,12 +168,16 @@ class Attention(MegatronModule):
             q = q.view(s, b, self.local_heads, self.head_dim)
             kv, _ = self.linear_kv(text)  # (L, B, 2*d/tp) laid out (heads, 2, D)
             k, v = kv.view(text.shape[0], b, self.local_heads, 2, self.head_dim).unbind(3)
-            q, k = self._norms(q, k)
+            q = self.q_norm(q, self._norm_weight(self.q_norm))
+            k = self.k_norm(k, self._norm_weight(self.k_norm))
         else:
             qkv, _ = self.linear_qkv(x)  # (s, B, 3*d/tp) laid out (heads, 3, D)
-            q, k, v = qkv.view(s, b, self.local_heads, 3, self.head_dim).unbind(3)
-            q, k = self._norms(q, k)
-            q, k = apply_rope(q, rope), apply_rope(k, rope)
+            qkv = qkv.view(s, b, self.local_heads, 3, self.head_dim)
+            # q and k side by side: one RMSNorm (per-head weights stacked) and one rotation
+            weight = torch.stack([self._norm_weight(self.q_norm), self._norm_weight(self.k_norm)])
+            qk = F.rms_norm(qkv[:, :, :, :2], (self.head_dim,), eps=self.q_norm.eps) * weight
+            q, k = apply_rope(qk, rope).unbind(3)  # (s, B, heads, D) each
+            v = qkv[:, :, :, 2]
             k, v = shard.cp_gather_kv(k), shard.cp_gather_kv(v)  # (S, B, heads, D)
         if self.cross and mask is not None:  # TE's padding form: (query mask, key mask)
             mask = (torch.zeros(b, 1, 1, s, dtype=torch.bool, device=x.device), mask)

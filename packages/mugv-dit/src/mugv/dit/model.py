@@ -32,7 +32,7 @@ from mugv.dit.embedders import CaptionEmbedder, PatchEmbed3D, TimestepEmbedder
 from mugv.dit.flops import dit_forward_flops
 from mugv.dit.parallel import SequenceSharding
 from mugv.dit.pretrained import PretrainedMixin
-from mugv.dit.rope3d import rope_angles, video_positions
+from mugv.dit.rope3d import rope_angles, rope_rotation, video_positions
 
 
 @dataclasses.dataclass
@@ -88,7 +88,7 @@ class MUGDiTLayer(MegatronModule):
         t_mod: Tensor,
         t0_mod: Tensor | None,
         cond: Tensor | None,
-        rope: tuple[Tensor, Tensor],
+        rope: Tensor,
         self_mask: Tensor | None,
         text: Tensor,
         text_mask: Tensor | None,
@@ -319,9 +319,9 @@ class MUGDiT(PretrainedMixin, VisionModule):
         positions = F.pad(positions, (0, 0, 0, padded - length))  # (B, S_pad, 3)
         cp_idx = shard.cp_indices(padded).to(x.device)
         angles = rope_angles(
-            positions[:, cp_idx].transpose(0, 1)[:, :, None], cfg.head_dim, cfg.rope_theta
-        )  # (s_cp, B, 1, D/2)
-        rope = (angles.cos().to(dtype), angles.sin().to(dtype))
+            positions[:, cp_idx].transpose(0, 1)[:, :, None, None], cfg.head_dim, cfg.rope_theta
+        )  # (s_cp, B, 1, 1, D/2): broadcast over heads and (q, k)
+        rope = rope_rotation(angles, dtype)
         self_mask = None
         if padded > length:
             keys = torch.arange(padded, device=x.device) >= length
@@ -341,7 +341,7 @@ class MUGDiT(PretrainedMixin, VisionModule):
             local_cond,
             rope,
             self_mask,
-            y.transpose(0, 1),
+            y.transpose(0, 1).contiguous(),  # (L, B, d)
             text_attn_mask,
         )
         for block in self.blocks:

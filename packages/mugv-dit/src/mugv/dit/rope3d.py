@@ -45,15 +45,21 @@ def rope_angles(positions: Tensor, head_dim: int, theta: float = 10000.0) -> Ten
     return angles.flatten(-2)
 
 
-def apply_rope(x: Tensor, angles: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+def rope_rotation(angles: Tensor, dtype: torch.dtype) -> Tensor:
+    """e^(i * angles): the complex factors `apply_rope` multiplies x of `dtype` by (complex128
+    for float64, else complex64: half-precision x is rotated in float32)."""
+    rotation = torch.polar(torch.ones_like(angles), angles)
+    return rotation.to(torch.complex128 if dtype == torch.float64 else torch.complex64)
+
+
+def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
     """Rotates adjacent channel pairs of x (..., D) by angles broadcastable to (..., D/2).
 
-    `angles` may be given as its precomputed (cos, sin), as the model does once per forward.
+    `rotation`: the angles, or their `rope_rotation` as the model precomputes once per forward.
+    The pair (x0, x1) is the complex number x0 + i x1, so the rotation is one complex product.
     """
-    pairs = x.unflatten(-1, (-1, 2))  # (..., D/2, 2)
-    x0, x1 = pairs[..., 0], pairs[..., 1]
-    if isinstance(angles, tuple):
-        cos, sin = angles
-    else:
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
+    if not rotation.is_complex():
+        rotation = rope_rotation(rotation, x.dtype)
+    work = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    z = torch.view_as_complex(work.contiguous().unflatten(-1, (-1, 2)))  # (..., D/2)
+    return torch.view_as_real(z * rotation).flatten(-2).to(x.dtype)

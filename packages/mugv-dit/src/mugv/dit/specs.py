@@ -1,6 +1,7 @@
 """Which implementation builds each submodule of a MUGDiT block (Megatron-Core `ModuleSpec`s).
 
-`local_spec()`: Megatron's ColumnParallelLinear/RowParallelLinear and our SDPA core attention;
+`local_spec()`: Megatron's ColumnParallelLinear/RowParallelLinear (as `ColumnLinear`/`RowLinear`,
+which skip Megatron's communication wrapper on a single TP rank) and our SDPA core attention;
 runs on CPU and GPU. `te_spec()`: TransformerEngine's TE linears and fused attention, used when
 `transformer_engine` imports and CUDA is present (`default_spec()` picks). Parameter names and
 shapes are the same in both, so one state dict (minus TE's `_extra_state`) serves either.
@@ -11,25 +12,85 @@ from __future__ import annotations
 import importlib.util
 
 import torch
+import torch.nn.functional as F
 from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
 from megatron.core.transformer.spec_utils import ModuleSpec
+from megatron.core.utils import get_pg_size
+from torch import Tensor
 
 from mugv.dit.attention import AttentionSubmodules, SDPAttention
 from mugv.dit.model import MUGDiTLayer, MUGDiTLayerSubmodules
 
 
-def local_spec() -> ModuleSpec:
-    """Megatron parallel linears + `SDPAttention` (text masked)."""
-    attn = dict(
-        linear_in=ColumnParallelLinear, core_attention=SDPAttention, linear_proj=RowParallelLinear
+def _single_rank(linear: ColumnParallelLinear | RowParallelLinear) -> bool:
+    """True when Megatron's linear would only do `x @ W.T + b`: one TP rank, no sequence
+    parallelism, no expert communication, no fused or deferred weight-gradient accumulation."""
+    config = linear.config
+    return (
+        get_pg_size(linear.tp_group) == 1
+        and not linear.sequence_parallel
+        and not linear.explicit_expert_comm
+        and not config.gradient_accumulation_fusion
+        and not config.defer_embedding_wgrad_compute
     )
+
+
+class ColumnLinear(ColumnParallelLinear):
+    """Megatron's `ColumnParallelLinear` (same weights, state dict, TP behaviour) that runs one
+    `F.linear` on a single TP rank.
+
+    There Megatron's autograd function (`LinearWithGradAccumulationAndAsyncCommunication`) and
+    its identity copy-to-TP-region function compute the same product with an unfused bias and
+    Python-level backward, a third of a small model's CPU step (see docs/benchmarks.md).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.single_rank = _single_rank(self)
+
+    def forward(
+        self,
+        input_: Tensor,
+        weight: Tensor | None = None,
+        runtime_gather_output: bool | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        if (
+            not self.single_rank
+            or weight is not None
+            or self.config._cpu_offloading_context is not None
+        ):
+            return super().forward(input_, weight, runtime_gather_output)
+        if self.skip_bias_add:
+            return F.linear(input_, self.weight), self.bias
+        return F.linear(input_, self.weight, self.bias), None
+
+
+class RowLinear(RowParallelLinear):
+    """Megatron's `RowParallelLinear` that runs one `F.linear` on a single TP rank (see
+    `ColumnLinear`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.single_rank = _single_rank(self)
+
+    def forward(self, input_: Tensor) -> tuple[Tensor, Tensor | None]:
+        if not self.single_rank or self.config._cpu_offloading_context is not None:
+            return super().forward(input_)
+        if self.skip_bias_add:
+            return F.linear(input_, self.weight), self.bias
+        return F.linear(input_, self.weight, self.bias), None
+
+
+def local_spec() -> ModuleSpec:
+    """Megatron parallel linears (`ColumnLinear`, `RowLinear`) + `SDPAttention` (text masked)."""
+    attn = dict(linear_in=ColumnLinear, core_attention=SDPAttention, linear_proj=RowLinear)
     return ModuleSpec(
         module=MUGDiTLayer,
         submodules=MUGDiTLayerSubmodules(
             self_attention=AttentionSubmodules(linear_kv=None, **attn),
-            cross_attention=AttentionSubmodules(linear_kv=ColumnParallelLinear, **attn),
-            linear_fc1=ColumnParallelLinear,
-            linear_fc2=RowParallelLinear,
+            cross_attention=AttentionSubmodules(linear_kv=ColumnLinear, **attn),
+            linear_fc1=ColumnLinear,
+            linear_fc2=RowLinear,
         ),
     )
 
