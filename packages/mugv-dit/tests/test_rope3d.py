@@ -2,7 +2,13 @@
 
 import torch
 
-from mugv.dit.rope3d import apply_rope, rope_angles, rope_frequencies, video_positions
+from mugv.dit.rope3d import (
+    apply_rope,
+    rope_angles,
+    rope_frequencies,
+    rope_rotation,
+    video_positions,
+)
 
 
 def test_frequencies_follow_spec():
@@ -39,3 +45,16 @@ def test_scores_depend_on_relative_position_only():
     score = apply_rope(q, rope_angles(p, 24)) @ apply_rope(k, rope_angles(r, 24))
     moved = apply_rope(q, rope_angles(p + shift, 24)) @ apply_rope(k, rope_angles(r + shift, 24))
     torch.testing.assert_close(score, moved)
+
+
+def test_precomputed_rotation_strided_and_half_precision_inputs():
+    """The model's path (precomputed `rope_rotation`, q/k as strided views, bf16 rotated in
+    float32) equals rotating by the angles."""
+    angles = rope_angles(torch.randint(0, 50, (4, 3, 1, 1, 3)), 12)  # (4, 3, 1, 1, 6)
+    qkv = torch.randn(4, 3, 2, 3, 12, dtype=torch.float64)
+    qk = qkv[:, :, :, :2]  # not contiguous
+    expected = apply_rope(qk.contiguous(), angles)
+    torch.testing.assert_close(apply_rope(qk, rope_rotation(angles, torch.float64)), expected)
+    half = apply_rope(qk.bfloat16(), rope_rotation(angles, torch.bfloat16))
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half, expected.bfloat16(), rtol=1e-2, atol=1e-2)
