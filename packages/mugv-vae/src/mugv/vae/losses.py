@@ -86,10 +86,18 @@ class PatchDiscriminator3D(nn.Module):
 
 @dataclass(frozen=True, kw_only=True)
 class LossConfig:
-    """Weights of the VAE objective; ``disc_weight`` 0 turns the GAN off."""
+    """Weights of the VAE objective; ``disc_weight`` 0 turns the GAN off.
+
+    ``mse_weight`` adds the squared error PSNR measures (L1 alone plateaus on flat content).
+    ``feature_weight`` scores the temporal stage against the spatial encoder's features (mean
+    squared error over their variance), the cheap target of two-stage training: with every
+    pixel weight 0 the spatial decoder is not run at all.
+    """
 
     l1_weight: float = 1.0
+    mse_weight: float = 0.0
     ssim_weight: float = 0.2
+    feature_weight: float = 0.0
     perceptual_weight: float = 0.0
     kl_weight: float = 1e-6
     disc_weight: float = 0.0
@@ -97,7 +105,15 @@ class LossConfig:
     image_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("l1_weight", "ssim_weight", "perceptual_weight", "kl_weight", "disc_weight"):
+        for name in (
+            "l1_weight",
+            "mse_weight",
+            "ssim_weight",
+            "feature_weight",
+            "perceptual_weight",
+            "kl_weight",
+            "disc_weight",
+        ):
             if getattr(self, name) < 0:
                 raise VAEConfigError(f"LossConfig.{name} must be >= 0; got {getattr(self, name)}")
         if self.disc_start < 0:
@@ -110,16 +126,40 @@ def reconstruction_loss(
     config: LossConfig,
     perceptual: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """L1 + (1 - SSIM) (+ perceptual) between (B, 3, T, H, W) videos; returns each term."""
+    """L1 + MSE + (1 - SSIM) (+ perceptual) between (B, 3, T, H, W) videos; returns each term."""
     frames_r = rearrange(recon, "B C T H W -> (B T) C H W")
     frames_t = rearrange(target, "B C T H W -> (B T) C H W")
-    terms = {"l1": (recon - target).abs().mean(), "ssim": 1 - ssim(frames_r, frames_t).mean()}
-    rec = config.l1_weight * terms["l1"] + config.ssim_weight * terms["ssim"]
+    terms = {
+        "l1": (recon - target).abs().mean(),
+        "mse": F.mse_loss(recon, target),
+        "ssim": 1 - ssim(frames_r, frames_t).mean(),
+    }
+    rec = (
+        config.l1_weight * terms["l1"]
+        + config.mse_weight * terms["mse"]
+        + config.ssim_weight * terms["ssim"]
+    )
     if perceptual is not None and config.perceptual_weight > 0:
         terms["perceptual"] = (perceptual(frames_r) - perceptual(frames_t)).abs().mean()
         rec = rec + config.perceptual_weight * terms["perceptual"]
     terms["rec"] = rec
     return terms
+
+
+def pixel_weight(config: LossConfig) -> float:
+    """The total weight of the terms that need decoded pixels (0: the decoder can be skipped)."""
+    return (
+        config.l1_weight
+        + config.mse_weight
+        + config.ssim_weight
+        + config.perceptual_weight
+        + config.disc_weight
+    )
+
+
+def feature_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of (B, C, T, h, w) features over the target's variance (scale-free)."""
+    return F.mse_loss(recon, target) / target.detach().var().clamp(min=1e-8)
 
 
 def kl_loss(posterior: DiagonalGaussian, num_pixels: int) -> torch.Tensor:

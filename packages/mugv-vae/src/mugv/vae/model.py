@@ -132,31 +132,46 @@ class VideoVAE(nn.Module):
             )
         return torch.cat(out)
 
-    def posterior(self, video: torch.Tensor, tile: int | None = None) -> DiagonalGaussian:
-        """(B, 3, T, H, W) -> Gaussian over (B, C, t, h, w) latents (unnormalised), unchunked."""
+    def spatial_features(self, video: torch.Tensor, tile: int | None = None) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, C_mid, 8t, h, w) scaled features of every encoder slot.
+
+        The temporal stage's input: with ``T % 8 == 1`` frame 0 fills the first 7 extra slots.
+        """
         self._check_video(video)
         B = video.shape[0]
         index = self._frame_index(video.shape[2]).to(video.device)
         feats = self.spatial_encode(rearrange(video, "B C T H W -> (B T) C H W"), tile)
-        feats = rearrange(feats, "(B T) C h w -> B C T h w", B=B)[:, :, index]
+        return rearrange(feats, "(B T) C h w -> B C T h w", B=B)[:, :, index]
+
+    def temporal_posterior(self, feats: torch.Tensor) -> DiagonalGaussian:
+        """(B, C_mid, 8t, h, w) features -> Gaussian over (B, C, t, h, w), one group at a time."""
+        B = feats.shape[0]
         groups = rearrange(feats, "B C (t g) h w -> (B t) C g h w", g=self.config.group_frames)
         moments = self.quant_conv(self.temporal_encoder(groups))  # (B t, 2C, 1, h, w)
         return DiagonalGaussian(rearrange(moments, "(B t) C 1 h w -> B C t h w", B=B))
 
-    def decode_raw(
-        self, z: torch.Tensor, num_frames: int | None = None, tile: int | None = None
-    ) -> torch.Tensor:
-        """Unnormalised latents (B, C, t, h, w) -> (B, 3, T, H, W), unchunked.
+    def posterior(self, video: torch.Tensor, tile: int | None = None) -> DiagonalGaussian:
+        """(B, 3, T, H, W) -> Gaussian over (B, C, t, h, w) latents (unnormalised), unchunked."""
+        return self.temporal_posterior(self.spatial_features(video, tile))
+
+    def temporal_decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """Unnormalised latents (B, C, t, h, w) -> (B, C_mid, T, h, w) scaled spatial features.
 
         ``num_frames`` defaults to ``8 (t - 1) + 1``; when it is ``1 mod 8`` the first 7
         decoded frames (copies of frame 0) are dropped.
         """
-        B, _, t = z.shape[:3]
-        num_frames = self._num_frames(t, num_frames)
+        num_frames = self._num_frames(z.shape[2], num_frames)
         feats = self.temporal_decoder(self.post_quant_conv(z))  # (B, C_mid, 8t, h, w)
-        feats = feats[:, :, feats.shape[2] - num_frames :]
+        return feats[:, :, feats.shape[2] - num_frames :]
+
+    def decode_raw(
+        self, z: torch.Tensor, num_frames: int | None = None, tile: int | None = None
+    ) -> torch.Tensor:
+        """Unnormalised latents (B, C, t, h, w) -> (B, 3, T, H, W), unchunked (see
+        `temporal_decode` for ``num_frames``)."""
+        feats = self.temporal_decode(z, num_frames)
         frames = self.spatial_decode(rearrange(feats, "B C T h w -> (B T) C h w"), tile)
-        return rearrange(frames, "(B T) C H W -> B C T H W", B=B)
+        return rearrange(frames, "(B T) C H W -> B C T H W", B=z.shape[0])
 
     def _num_frames(self, t: int, num_frames: int | None) -> int:
         g = self.config.group_frames
