@@ -7,15 +7,18 @@ QA fine-tuning hands it the `TWBert` with a QA head.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from mugv.retrieval._errors import ConfigError
 from mugv.retrieval.data import AnswerVocab, ClipSet, batches, qa_items
 from mugv.retrieval.model import TWBert
-from mugv.retrieval.objectives import TWBertObjective, qa_loss
+from mugv.retrieval.objectives import LossWeights, TWBertObjective, qa_loss
 
 Batch = tuple[torch.Tensor, ...]
 
@@ -118,12 +121,23 @@ def qa_step(model: TWBert, batch: Batch) -> tuple[torch.Tensor, dict[str, float]
     return out["loss"], {"accuracy": float(out["accuracy"])}
 
 
-def fit(module: torch.nn.Module, step_fn: Any, data: Any, *, info: Any, **trainer_kwargs: Any):
-    """Runs `mugv.infra.Trainer` for `TrainerConfig(**trainer_kwargs)`; returns the Trainer."""
+def fit(
+    module: torch.nn.Module,
+    step_fn: Any,
+    data: Any,
+    *,
+    info: Any,
+    on_step: Any = None,
+    **trainer_kwargs: Any,
+):
+    """Runs `mugv.infra.Trainer` for `TrainerConfig(**trainer_kwargs)`; returns the Trainer.
+
+    `on_step(StepOutput)` is called after every optimiser step.
+    """
     from mugv.infra.trainer import Trainer, TrainerConfig
 
     trainer = Trainer(module, step_fn, data, TrainerConfig(**trainer_kwargs), info=info)
-    trainer.fit()
+    trainer.fit(on_step)
     return trainer
 
 
@@ -142,3 +156,129 @@ def evaluate_qa(
         pred = model.qa_logits(cross).argmax(dim=-1)
         correct += int((pred == answers[start : start + batch_size]).sum())
     return {"accuracy": 100.0 * correct / max(len(clips), 1), "count": float(len(clips))}
+
+
+@dataclass(kw_only=True)
+class Recipe:
+    """The CPU training recipe: stage 1 aligns (VTC + fine-grained), stage 2 adds VTM.
+
+    Stage 1 trains the video encoder from scratch against the (by default frozen, cached)
+    text encoder; stage 2 continues at `vtm_lr` with the matching loss on `vtm_batch` pairs
+    per batch, so that the cross-modal encoder and its head learn to re-rank.
+    """
+
+    steps: int = 600
+    vtm_steps: int = 60
+    batch_size: int = 64
+    lr: float = 1e-3
+    vtm_lr: float = 2e-4
+    warmup: float = 0.1  # fraction of each stage's steps
+    weight_decay: float = 0.02
+    fine: float = 1.0  # weight of the fine-grained loss (0 skips it)
+    vtm_batch: int = 16
+    freeze_text: bool = True
+    seed: int = 0
+    log_every: int = 25
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "vtm_batch", "log_every"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
+                raise ConfigError(
+                    f"Recipe.{name} must be a positive int; got {getattr(self, name)!r}"
+                )
+        if not (isinstance(self.vtm_steps, int) and self.vtm_steps >= 0):
+            raise ConfigError(f"Recipe.vtm_steps must be an int >= 0; got {self.vtm_steps!r}")
+        for name in ("lr", "vtm_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"Recipe.{name} must be > 0; got {getattr(self, name)!r}")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(
+                f"Recipe.warmup is a fraction of the steps in [0, 1); got {self.warmup!r}"
+            )
+        if self.fine < 0 or self.weight_decay < 0:
+            raise ConfigError("Recipe.fine and Recipe.weight_decay must be >= 0")
+
+
+def _stage(
+    model: TWBert,
+    data: ClipSet,
+    recipe: Recipe,
+    *,
+    info: Any,
+    cache: TextCache | None,
+    weights: LossWeights,
+    steps: int,
+    lr: float,
+    seed: int,
+) -> dict[str, Any]:
+    objective = TWBertObjective(model, weights, vtm_batch=recipe.vtm_batch)
+    batches = PretrainBatches(model, data, recipe.batch_size, seed=seed, cache=cache)
+    last: dict[str, float] = {}
+    t0, c0 = time.perf_counter(), time.process_time()
+    fit(
+        objective,
+        pretrain_step,
+        batches,
+        info=info,
+        steps=steps,
+        lr=lr,
+        warmup_steps=int(recipe.warmup * steps),
+        weight_decay=recipe.weight_decay,
+        log_every=recipe.log_every,
+        on_step=lambda out: last.update(out.metrics),
+    )
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"steps": steps, "wall_s": wall, "cpu_s": cpu, "steps_per_s": steps / wall, "last": last}
+
+
+def align(
+    model: TWBert, data: ClipSet, recipe: Recipe, *, info: Any, cache: TextCache | None = None
+) -> dict[str, Any]:
+    """Stage 1: VTC (momentum, queues, distillation) + fine-grained VTC; no fusion."""
+    if recipe.freeze_text:
+        model.text_encoder.requires_grad_(False)
+    elif cache is not None:
+        raise ConfigError("a TextCache needs Recipe.freeze_text=True (cached states are frozen)")
+    weights = LossWeights(vtm=0.0, mlm=0.0, fine=recipe.fine)
+    return _stage(
+        model,
+        data,
+        recipe,
+        info=info,
+        cache=cache,
+        weights=weights,
+        steps=recipe.steps,
+        lr=recipe.lr,
+        seed=recipe.seed,
+    )
+
+
+def match(
+    model: TWBert, data: ClipSet, recipe: Recipe, *, info: Any, cache: TextCache | None = None
+) -> dict[str, Any] | None:
+    """Stage 2: stage-1 losses plus VTM, at `vtm_lr`; None when `vtm_steps` is 0."""
+    if not recipe.vtm_steps:
+        return None
+    if recipe.freeze_text:
+        model.text_encoder.requires_grad_(False)
+    weights = LossWeights(mlm=0.0, fine=recipe.fine)
+    return _stage(
+        model,
+        data,
+        recipe,
+        info=info,
+        cache=cache,
+        weights=weights,
+        steps=recipe.vtm_steps,
+        lr=recipe.vtm_lr,
+        seed=recipe.seed + 100,
+    )
+
+
+def train_retrieval(
+    model: TWBert, data: ClipSet, recipe: Recipe, *, info: Any, cache: TextCache | None = None
+) -> dict[str, Any]:
+    """Both stages in one call; returns their timings (wall and CPU seconds, steps/s)."""
+    out = {"align": align(model, data, recipe, info=info, cache=cache)}
+    out["match"] = match(model, data, recipe, info=info, cache=cache)
+    return out
