@@ -7,6 +7,8 @@ swaps in `SDPACoreAttention`; everything else is Megatron's own (column/row-para
 
 from __future__ import annotations
 
+import zlib
+
 import torch
 import torch.nn.functional as F
 from megatron.core import parallel_state
@@ -38,6 +40,8 @@ def tiny_config(*, recompute: bool = False, **overrides) -> TransformerConfig:
         hidden_dropout=0.0,
         attention_dropout=0.0,
         tensor_model_parallel_size=parallel_state.get_tensor_model_parallel_world_size(),
+        pipeline_model_parallel_size=parallel_state.get_pipeline_model_parallel_world_size(),
+        pipeline_dtype=torch.float32,
         sequence_parallel=False,
     )
     kwargs.update(overrides)
@@ -45,20 +49,36 @@ def tiny_config(*, recompute: bool = False, **overrides) -> TransformerConfig:
 
 
 class TinyRegressor(MegatronModule):
-    """Linear in -> Megatron TransformerBlock -> linear out: (s, b, 8) -> (s, b, 8)."""
+    """Linear in -> Megatron TransformerBlock -> linear out: (s, b, 8) -> (s, b, 8).
+
+    Pipeline-aware like Megatron's GPTModel: the first stage owns `embed`, the last `head` (and
+    the block's final LayerNorm); a later stage takes its input from `set_input_tensor`, and a
+    stage that is not the last returns its hidden states (s, b, d).
+    """
 
     def __init__(self, config: TransformerConfig):
         super().__init__(config=config)
         spec = get_gpt_layer_local_spec()
         spec.submodules.self_attention.submodules.core_attention = SDPACoreAttention
-        self.embed = torch.nn.Linear(8, config.hidden_size)
-        self.block = TransformerBlock(config, spec)
-        self.head = torch.nn.Linear(config.hidden_size, 8)
+        self.pre_process = parallel_state.is_pipeline_first_stage()
+        self.post_process = parallel_state.is_pipeline_last_stage()
+        if self.pre_process:
+            self.embed = torch.nn.Linear(8, config.hidden_size)
+        self.block = TransformerBlock(
+            config, spec, pre_process=self.pre_process, post_process=self.post_process
+        )
+        if self.post_process:
+            self.head = torch.nn.Linear(config.hidden_size, 8)
+
+    def set_input_tensor(self, input_tensor) -> None:
+        self.block.set_input_tensor(
+            input_tensor[0] if isinstance(input_tensor, list) else input_tensor
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.embed(x)  # (s, b, d)
+        h = self.embed(x) if self.pre_process else None  # (s, b, d); later stages: received
         h = self.block(h, attention_mask=None)  # (s, b, d)
-        return self.head(h)
+        return self.head(h) if self.post_process else h
 
 
 def regression_data(n: int = 64, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,3 +95,27 @@ def regression_step(model, batch, noise: float = 0.01):
     x = x + noise * torch.randn_like(x)  # exercises the RNG state in resume tests
     pred = model(x.transpose(0, 1)).transpose(0, 1)  # (b, s, 8)
     return F.mse_loss(pred, y)
+
+
+def init_by_name(model: torch.nn.Module, names: dict[str, str]) -> None:
+    """Weights drawn per whole-model parameter name, so every pipeline layout starts alike
+    (a stage builds only its layers, so the default generator alone cannot line them up)."""
+    with torch.no_grad():
+        for local, p in model.named_parameters():
+            name = names.get(local, local)
+            gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5)
+            else:
+                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+
+
+def noisy_regression_step(model, batch):
+    """MSE with noise on inputs and targets: the last stage's draws must match the first's."""
+    x, y = batch
+    x = x + 0.05 * torch.randn_like(x)
+    y = y + 0.05 * torch.randn_like(y)
+    pred = model(x.transpose(0, 1)).transpose(0, 1)  # (b, s, 8)
+    return F.mse_loss(pred, y), {"target_mean": float(y.mean())}

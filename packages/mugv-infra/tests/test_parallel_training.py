@@ -125,20 +125,3 @@ def test_dp2_with_half_batches_matches_dp1(reference):
             assert _close_params(rank["params"][name], value), name
     for name in reference["params"]:  # replicas stay identical
         assert torch.equal(ranks[0]["params"][name], ranks[1]["params"][name])
-
-
-def _trainer_error_under_pipeline():
-    from mugv.infra import ConfigError
-
-    model = torch.nn.Linear(2, 2)
-    try:
-        Trainer(model, None, [], TrainerConfig(steps=1), info=None)
-    except ConfigError as err:
-        return str(err)
-    return None
-
-
-@pytest.mark.distributed
-def test_trainer_refuses_pipeline_parallelism():
-    errors = run_ranks(_trainer_error_under_pipeline, parallel=ParallelConfig(pipeline=2))
-    assert all(e.startswith("ParallelConfig.pipeline > 1 is not supported") for e in errors)

@@ -15,8 +15,9 @@ from mugv.infra.checkpoint import (
     latest_checkpoint,
 )
 from mugv.infra.data import ShuffledBatches
-from mugv.infra.data_parallel import TorchDataParallel
+from mugv.infra.data_parallel import TorchDataParallel, make_data_parallel
 from mugv.infra.ema import EMA
+from mugv.infra.megatron_data_parallel import MegatronDataParallel
 from mugv.infra.meter import PEAK_BF16_FLOPS, ThroughputMeter, peak_flops
 from mugv.infra.parallel import (
     DistInfo,
@@ -27,6 +28,7 @@ from mugv.infra.parallel import (
     launch_env,
     single_process,
 )
+from mugv.infra.pipeline import PipelineSchedule, global_names
 from mugv.infra.schedule import lr_at
 from mugv.infra.trainer import StepOutput, Trainer, TrainerConfig
 
@@ -42,7 +44,9 @@ __all__ = [
     "DistInfo",
     "DistributedError",
     "InfraError",
+    "MegatronDataParallel",
     "ParallelConfig",
+    "PipelineSchedule",
     "RankError",
     "ShuffledBatches",
     "StepOutput",
@@ -56,10 +60,12 @@ __all__ = [
     "dist_info",
     "export_safetensors",
     "get_rng_state",
+    "global_names",
     "init_distributed",
     "latest_checkpoint",
     "launch_env",
     "lr_at",
+    "make_data_parallel",
     "manual_seed",
     "peak_flops",
     "set_rng_state",

@@ -274,12 +274,27 @@ def export_safetensors(
 ) -> Path | None:
     """Writes full weights to `<path>/model.safetensors` and `config` to `<path>/config.json`.
 
-    Collective over the tensor-parallel group; rank 0 writes. Returns the weights file on rank
-    0, None elsewhere. Load with `safetensors.torch.load_file`.
+    Collective (every rank calls it with its stage's tensors under whole-model names): TP
+    shards are gathered, then the pipeline stages' weights are gathered to rank 0, which
+    writes. Returns the weights file on rank 0, None elsewhere. Load with
+    `safetensors.torch.load_file`.
     """
+    from megatron.core import parallel_state
     from safetensors.torch import save_file
 
     full = gather_full(tensors, like)
+    if dist.is_initialized() and parallel_state.get_pipeline_model_parallel_world_size() > 1:
+        on_first_replica = (
+            parallel_state.get_tensor_model_parallel_rank() == 0
+            and parallel_state.get_data_parallel_rank(with_context_parallel=True) == 0
+        )
+        if on_first_replica:  # the stages of the replica that holds rank 0
+            group = parallel_state.get_pipeline_model_parallel_group()
+            stages = [None] * group.size() if dist.get_rank() == 0 else None
+            dst = dist.get_global_rank(group, 0)
+            dist.gather_object(full, stages, dst=dst, group=group)
+            if stages is not None:
+                full = {k: v for stage in stages for k, v in stage.items()}
     if dist.is_initialized() and dist.get_rank() != 0:
         return None
     path = Path(path)

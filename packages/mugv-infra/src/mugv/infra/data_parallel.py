@@ -4,10 +4,18 @@
 that are not Megatron modules: after the last micro-batch the gradients are flattened into
 one buffer, summed over the data-parallel group and divided by its size; with sequence
 parallelism, the gradients of parameters Megatron marks `sequence_parallel` (LayerNorms) are
-first summed over the tensor-parallel group, as Megatron's `finalize_model_grads` does.
+first summed over the tensor-parallel group, and with pipeline parallelism those of parameters
+marked `pipeline_parallel` (conditioning embedders replicated on every stage) over the
+pipeline group, as Megatron's `finalize_model_grads` does.
+
+`make_data_parallel` picks it or `MegatronDataParallel` (Megatron-Core DDP + distributed
+optimizer, CUDA only); both have the same methods, so the Trainer has one loop.
 """
 
 from __future__ import annotations
+
+import contextlib
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -35,11 +43,15 @@ class TorchDataParallel:
         betas: tuple[float, float],
         eps: float,
         weight_decay: float,
+        names: dict[str, str] | None = None,
     ) -> None:
         from megatron.core import parallel_state
 
         self.model = model
-        self.named_params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        names = names or {}
+        self.named_params = {
+            names.get(n, n): p for n, p in model.named_parameters() if p.requires_grad
+        }
         self.params = list(self.named_params.values())
         decay = [p for p in self.params if p.dim() >= 2]
         no_decay = [p for p in self.params if p.dim() < 2]
@@ -59,32 +71,50 @@ class TorchDataParallel:
         self.tp_size = dist.get_world_size(self.tp_group)
         self.tp_rank = dist.get_rank(self.tp_group)
         self.sp_params = [p for p in self.params if getattr(p, "sequence_parallel", False)]
+        self.pp_group = parallel_state.get_pipeline_model_parallel_group()
+        self.pp_size = dist.get_world_size(self.pp_group)
+        self.pp_rank = dist.get_rank(self.pp_group)
+        self.pp_params = [p for p in self.params if getattr(p, "pipeline_parallel", False)]
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
 
+    def no_sync(self) -> contextlib.AbstractContextManager:
+        """Backward passes inside do not reduce (here nothing reduces before `step`)."""
+        return contextlib.nullcontext()
+
+    def sync_params(self) -> None:
+        """The weights are always current here (Megatron's path gathers them lazily)."""
+
     def finish_grad_sync(self) -> None:
-        """Sums SP LayerNorm grads over TP, then averages every grad over DP."""
+        """Sums SP LayerNorm grads over TP and stage-replicated grads over PP, then averages
+        every grad over DP."""
         for p in self.params:
             if p.grad is None:  # unused this step: a zero grad keeps ranks' buffers aligned
                 p.grad = torch.zeros_like(p)
         if self.sp_params and self.tp_size > 1:
             _all_reduce_grads([p.grad for p in self.sp_params], self.tp_group, 1.0)
+        if self.pp_params and self.pp_size > 1:
+            _all_reduce_grads([p.grad for p in self.pp_params], self.pp_group, 1.0)
         if self.dp_size > 1:
             _all_reduce_grads([p.grad for p in self.params], self.dp_group, 1.0 / self.dp_size)
 
     def grad_norm(self) -> torch.Tensor:
-        """Global L2 norm over the whole model: TP shards summed, TP duplicates counted once."""
+        """Global L2 norm over the whole model: TP shards and pipeline stages summed, TP
+        duplicates and stage-replicated parameters counted once."""
         mine = [
             p.grad
             for p in self.params
-            if getattr(p, "tensor_model_parallel", False) or self.tp_rank == 0
+            if (getattr(p, "tensor_model_parallel", False) or self.tp_rank == 0)
+            and (not getattr(p, "pipeline_parallel", False) or self.pp_rank == 0)
         ]
         norms = torch._foreach_norm(mine) if mine else []
         sq = torch.stack(norms).square().sum() if norms else torch.zeros(())
         sq = sq.to(torch.float32)
         if self.tp_size > 1:
             dist.all_reduce(sq, group=self.tp_group)
+        if self.pp_size > 1:
+            dist.all_reduce(sq, group=self.pp_group)
         return sq.sqrt()
 
     def step(self, lr: float, max_norm: float | None) -> torch.Tensor:
@@ -115,3 +145,39 @@ class TorchDataParallel:
                 tensors[f"{name}.{key}"] = value
                 like[f"{name}.{key}"] = p
         return tensors, like
+
+    def load_optimizer_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Nothing to do: `optimizer_tensors` hands out the live state, loaded in place."""
+
+
+def make_data_parallel(
+    model: nn.Module,
+    kind: Literal["auto", "torch", "megatron"],
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    grad_clip: float | None,
+    names: dict[str, str] | None = None,
+):
+    """`MegatronDataParallel` for `kind="megatron"`, or for `"auto"` on CUDA with a Megatron-Core
+    model; `TorchDataParallel` otherwise. Forcing "megatron" without CUDA (or without a
+    Megatron model) raises `ConfigError` saying why."""
+    from mugv.infra.megatron_data_parallel import MegatronDataParallel, megatron_available
+
+    if kind not in ("auto", "torch", "megatron"):
+        raise ValueError(f"data_parallel kind {kind!r}: use 'auto', 'torch' or 'megatron'")
+    if kind == "megatron" or (kind == "auto" and megatron_available(model)):
+        return MegatronDataParallel(
+            model,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            grad_clip=grad_clip,
+            names=names,
+        )
+    return TorchDataParallel(
+        model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, names=names
+    )

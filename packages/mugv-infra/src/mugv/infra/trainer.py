@@ -4,8 +4,10 @@ The model side provides `step_fn(model, batch) -> loss` (or `(loss, {name: float
 optionally, `forward_flops(batch) -> float` for MFU. Data is any iterable of batch-first
 micro-batches; if it has `state_dict()`/`load_state_dict()` its position is checkpointed.
 Everything else (accumulation, precision, clipping, schedule, AdamW, EMA, DP sync,
-checkpoints, resume, signals, logging) lives here, in one code path for 1 CPU process or many
-GPUs.
+pipeline schedule, checkpoints, resume, signals, logging) lives here, in one code path for 1
+CPU process or many GPUs: the data-parallel layer (`make_data_parallel`: plain PyTorch, or
+Megatron-Core DDP + distributed optimizer on CUDA) and, at `pipeline > 1`, Megatron-Core's
+1F1B schedule (`PipelineSchedule`) sit behind small interfaces.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from torch import nn
 from mugv.infra._errors import ConfigError, DistributedError
 from mugv.infra._rng import get_rng_state, set_rng_state
 from mugv.infra.checkpoint import CheckpointManager, export_safetensors, latest_checkpoint
-from mugv.infra.data_parallel import TorchDataParallel
+from mugv.infra.data_parallel import make_data_parallel
 from mugv.infra.ema import EMA
 from mugv.infra.meter import ThroughputMeter
 from mugv.infra.parallel import DistInfo
+from mugv.infra.pipeline import PipelineSchedule, global_names
 from mugv.infra.schedule import lr_at
 
 logger = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ class TrainerConfig:
     async_checkpoint: bool = False
     log_every: int = 10
     tensorboard_dir: str | None = None
+    data_parallel: Literal["auto", "torch", "megatron"] = "auto"
 
     def __post_init__(self) -> None:
         def bad(field: str, fix: str) -> ConfigError:
@@ -97,6 +101,12 @@ class TrainerConfig:
             raise bad("keep_last", "keep at least 1 checkpoint")
         if self.log_every < 1:
             raise bad("log_every", "log every >= 1 steps")
+        if self.data_parallel not in ("auto", "torch", "megatron"):
+            raise bad(
+                "data_parallel",
+                "use 'auto' (Megatron DDP + distributed optimizer on CUDA for Megatron models, "
+                "plain PyTorch otherwise), 'torch' or 'megatron'",
+            )
 
 
 @dataclasses.dataclass
@@ -144,8 +154,9 @@ class Trainer:
     """Trains `model` on `data` with `step_fn`; `fit()` resumes, trains, checkpoints, exits.
 
     `info` is what `init_distributed`/`single_process` returned. The model must already be on
-    `info.device` with its parallel layout. With `config.recompute`, the model must offer
-    `set_activation_recompute(bool)`.
+    `info.device` with its parallel layout (at `pipeline > 1`: this rank's stage, following
+    Megatron's stage contract, see `mugv.infra.pipeline`). With `config.recompute`, the model
+    must offer `set_activation_recompute(bool)`.
     """
 
     def __init__(
@@ -166,11 +177,6 @@ class Trainer:
                 "Trainer needs the process groups: call init_distributed(ParallelConfig(...)) "
                 "or enter single_process() before building it"
             )
-        if parallel_state.get_pipeline_model_parallel_world_size() > 1:
-            raise ConfigError(
-                "ParallelConfig.pipeline > 1 is not supported by Trainer (it has no pipeline "
-                "schedule): use pipeline=1 and more tensor/data parallelism"
-            )
         if hasattr(model, "set_activation_recompute"):
             model.set_activation_recompute(config.recompute)
         elif config.recompute:
@@ -181,13 +187,21 @@ class Trainer:
         self.model, self.step_fn, self.data, self.config = model, step_fn, data, config
         self.info, self.forward_flops = info, forward_flops
         self.model_config = model_config or {}
-        self.sync = TorchDataParallel(
+        self.names = global_names(model)  # stage-local -> whole-model names (checkpoints)
+        self.pipeline_size = parallel_state.get_pipeline_model_parallel_world_size()
+        self.pipeline = PipelineSchedule(model, info.device) if self.pipeline_size > 1 else None
+        self.sync = make_data_parallel(
             model,
+            config.data_parallel,
             lr=config.lr,
             betas=config.betas,
             eps=config.eps,
             weight_decay=config.weight_decay,
+            grad_clip=config.grad_clip,
+            names=self.names,
         )
+        if self.pipeline is not None:
+            self.pipeline.config.no_sync_func = self.sync.no_sync
         self.ema = EMA(model, config.ema_decay) if config.ema_decay is not None else None
         use_bf16 = config.precision == "bf16" or (
             config.precision == "auto" and info.device.type == "cuda"
@@ -252,26 +266,45 @@ class Trainer:
             schedule=cfg.schedule,
         )
         self.sync.zero_grad()
+        counted = {"samples": 0, "flops": 0.0}
+
+        def batches() -> Iterator[Any]:
+            for _ in range(cfg.micro_batches):
+                batch = self._next_batch()
+                counted["samples"] += batch_size(batch)
+                if self.forward_flops is not None:
+                    counted["flops"] += self.forward_flops(batch)
+                yield batch
+
+        if self.pipeline is not None:
+            with self._autocast:
+                loss, metrics = self.pipeline.run(self.step_fn, batches(), cfg.micro_batches)
+        else:
+            loss, metrics = self._forward_backward(batches())
+        grad_norm = self.sync.step(lr, cfg.grad_clip)
+        if self.ema is not None:
+            self.sync.sync_params()
+            self.ema.update()
+        self.step += 1
+        self._flops = counted["flops"]
+        return StepOutput(self.step, loss, grad_norm, lr, counted["samples"], metrics)
+
+    def _forward_backward(self, batches: Iterator[Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Forward and backward of each micro-batch (no pipeline); mean loss and metrics."""
+        count = self.config.micro_batches
         loss_sum = torch.zeros((), device=self.info.device)
-        samples, flops, metrics = 0, 0.0, {}
-        for _ in range(cfg.micro_batches):
-            batch = self._next_batch()
+        metrics: dict[str, float] = {}
+        for index, batch in enumerate(batches):
+            last = index == count - 1
             with self._autocast:
                 out = self.step_fn(self.model, batch)
             loss, extra = out if isinstance(out, tuple) else (out, {})
-            (loss / cfg.micro_batches).backward()
+            with contextlib.nullcontext() if last else self.sync.no_sync():
+                (loss / count).backward()
             loss_sum += loss.detach().float()
-            samples += batch_size(batch)
-            if self.forward_flops is not None:
-                flops += self.forward_flops(batch)
             for key, value in extra.items():
-                metrics[key] = metrics.get(key, 0.0) + float(value) / cfg.micro_batches
-        grad_norm = self.sync.step(lr, cfg.grad_clip)
-        if self.ema is not None:
-            self.ema.update()
-        self.step += 1
-        self._flops = flops
-        return StepOutput(self.step, loss_sum / cfg.micro_batches, grad_norm, lr, samples, metrics)
+                metrics[key] = metrics.get(key, 0.0) + float(value) / count
+        return loss_sum / count, metrics
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -363,22 +396,28 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------
 
+    def _global(self, tensors: dict[str, Any]) -> dict[str, Any]:
+        """Keys renamed to whole-model names (differ from local ones at pipeline > 1)."""
+        return {self.names.get(k, k): v for k, v in tensors.items()}
+
     def _state(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, dict]]:
         model_sd = {
             k: v for k, v in self.model.state_dict(keep_vars=True).items() if torch.is_tensor(v)
         }
+        model_sd = self._global(model_sd)
         tensors = {"model": {k: v.detach() for k, v in model_sd.items()}}
         like: dict[str, dict] = {"model": model_sd}
         tensors["optimizer"], like["optimizer"] = self.sync.optimizer_tensors()
         if self.ema is not None:
-            tensors["ema"] = self.ema.shadow
-            like["ema"] = self.ema.params
+            tensors["ema"] = self._global(self.ema.shadow)
+            like["ema"] = self._global(self.ema.params)
         return tensors, like
 
     def save(self) -> None:
         """Checkpoints the full training state at the current step (collective)."""
         if self.checkpoints is None:
             raise ConfigError("TrainerConfig.checkpoint_dir is None: set it to save checkpoints")
+        self.sync.sync_params()
         tensors, like = self._state()
         rank_state = {"rng": get_rng_state()}
         if hasattr(self.data, "state_dict"):
@@ -386,6 +425,7 @@ class Trainer:
         meta = {
             "world_size": self.info.world_size,
             "tensor": self.info.tensor_size,
+            "pipeline": self.pipeline_size,
             "data": self.info.data_size,
             "scheduler": {"step": self.step, "total_steps": self.config.steps},
             "model_config": self.model_config,
@@ -395,7 +435,8 @@ class Trainer:
     def resume(self, path: str | Path | None = None) -> int:
         """Loads `path` (default: the latest complete checkpoint, if any); returns the step.
 
-        Model, optimizer and EMA load under any TP layout; RNG and data positions are restored
+        Model, optimizer and EMA load under any TP or PP layout (tensors are stored under their
+        whole-model names); RNG and data positions are restored
         when the world size matches the saving run (otherwise they start fresh, with a warning).
         """
         if self._resumed:
@@ -410,6 +451,7 @@ class Trainer:
             raise ConfigError("TrainerConfig.checkpoint_dir is None: set it to resume")
         tensors, like = self._state()
         meta, rank_state = self.checkpoints.load(path, tensors, like)
+        self.sync.load_optimizer_tensors(tensors["optimizer"])
         self.step = int(meta["scheduler"]["step"])
         if rank_state is None:
             logger.warning(
@@ -428,7 +470,9 @@ class Trainer:
         return self.step
 
     def export(self, path: str | Path, *, ema: bool = True) -> Path | None:
-        """Full weights (EMA ones if kept and `ema`) to safetensors + JSON config (collective)."""
+        """Full weights (EMA ones if kept and `ema`) to safetensors + JSON config (collective);
+        at pipeline > 1 every stage's weights, under whole-model names."""
+        self.sync.sync_params()
         params = dict(self.model.named_parameters())
         if ema and self.ema is not None:
             tensors = dict(self.ema.shadow)
@@ -438,4 +482,6 @@ class Trainer:
             tensors = dict(self.model.state_dict())
         like = {**dict(self.model.state_dict(keep_vars=True)), **params}
         tensors = {k: v for k, v in tensors.items() if torch.is_tensor(v)}
-        return export_safetensors(path, tensors, like, self.model_config)
+        return export_safetensors(
+            path, self._global(tensors), self._global(like), self.model_config
+        )
