@@ -390,7 +390,7 @@ class DPOStep:
             )
             pair_loss, logit = dpo_loss(err[:n], err[n:], ref_err[:n], ref_err[n:], cfg.beta)
             loss = loss + pair_loss.mean()
-            logs["loss/dpo"] = float(pair_loss.mean())
+            logs["loss/dpo"] = pair_loss.mean().item()
             logs["dpo/accuracy"] = float((logit > 0).float().mean())
             logs["dpo/margin"] = float(logit.mean())
         if "singles" in batch:
@@ -405,7 +405,7 @@ class DPOStep:
             ul = unlikelihood_loss(err[~correct], ref_err[~correct], cfg.beta)
             bad = ul.mean() if ul.numel() else zero
             loss = loss + cfg.sft_weight * sft + cfg.unlikelihood_weight * bad
-            logs["loss/sft"], logs["loss/unlikelihood"] = float(sft), float(bad)
+            logs["loss/sft"], logs["loss/unlikelihood"] = sft.item(), bad.item()
         return loss, logs
 
 
