@@ -9,7 +9,7 @@ from _mugdit_reference import randomize
 from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
 from torch import nn
 
-from mugv.dit import DiTError, MUGDiT, default_spec, dit_config, local_spec
+from mugv.dit import DiTConfig, DiTError, MUGDiT, default_spec, dit_config, local_spec, te_spec
 from mugv.dit.attention import SDPAttention
 from mugv.dit.model import megatron_config
 from mugv.dit.specs import ColumnLinear, RowLinear
@@ -75,6 +75,41 @@ def test_default_spec_is_local_on_cpu():
     spec = default_spec()
     assert spec.submodules.self_attention.core_attention is SDPAttention
     assert type(spec) is type(local_spec())
+
+
+def test_projection_inputs_are_contiguous(model):
+    """TransformerEngine's linears `.view` their input, which fails on a transposed view."""
+    contiguous = []
+    hooks = [
+        m.register_forward_pre_hook(lambda _, args: contiguous.append(args[0].is_contiguous()))
+        for m in model.modules()
+        if isinstance(m, (ColumnLinear, RowLinear))
+    ]
+    model(**inputs())
+    for hook in hooks:
+        hook.remove()
+    assert len(contiguous) == 7 * len(model.blocks) and all(contiguous)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_te_spec_equals_local_spec(dtype):
+    """TE linears and attention (unfused in float32, fused or flash in bf16) compute the local
+    spec's model from the same weights, text padding included."""
+    pytest.importorskip("transformer_engine")
+    config = DiTConfig(hidden_size=192, num_heads=2, depth=2, text_dim=32, text_len=8)
+    args = {k: v.cuda() for k, v in inputs().items()}
+    args["text_mask"][0, 2:] = False
+    with single_process(seed=0):
+        local = MUGDiT(config, spec=local_spec())
+        randomize(local, seed=1)
+        te = MUGDiT(config, spec=te_spec())
+        missing, unexpected = te.load_state_dict(local.state_dict(), strict=False)
+        assert not unexpected and all(k.endswith("_extra_state") for k in missing)
+        local, te = local.to("cuda", dtype), te.to("cuda", dtype)
+        expected, got = local(**args).float(), te(**args).float()
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(got, expected, rtol=tol, atol=tol * expected.abs().max().item())
 
 
 @pytest.mark.parametrize("skip_bias_add", [False, True])

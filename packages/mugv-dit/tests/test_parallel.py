@@ -8,8 +8,10 @@ import torch
 import torch.distributed as dist
 from _mugdit_reference import randomize
 from megatron.core import parallel_state
+from torch.nn.modules.module import register_module_forward_pre_hook
 
 from mugv.dit import DiTConfig, MUGDiT
+from mugv.dit.attention import SDPAttention
 from mugv.dit.pretrained import full_state_dict, load_full_state_dict
 from mugv.dit.specs import ColumnLinear, RowLinear
 from mugv.infra import ParallelConfig, single_process
@@ -96,7 +98,26 @@ def _tp_rank(state, inputs, weight):
 
 
 def _cp_rank(state, inputs, weight):
-    model, out = _forward_backward(state, inputs, weight)
+    calls = []
+
+    def record(module, args):
+        if isinstance(module, SDPAttention):
+            calls.append((module.attention_type, args[1].shape[0], args[3]))
+
+    hook = register_module_forward_pre_hook(record)
+    try:
+        model, out = _forward_backward(state, inputs, weight)
+    finally:
+        hook.remove()
+    # What TransformerEngine's attention needs: q and kv lengths differ, so "cross" with a
+    # (query, key) mask pair; keys in sequence order with the padding last, because its fused
+    # kernels read a padding mask as per-sample lengths.
+    assert len(calls) == 2 * CONFIG.depth
+    for attention_type, keys, mask in calls:
+        assert attention_type == "cross" and isinstance(mask, tuple)
+        ignored = mask[1][:, 0, 0]  # (B, keys) True = ignore
+        lengths = (~ignored).sum(dim=1, keepdim=True)
+        assert torch.equal(ignored, torch.arange(keys) >= lengths)
     return out, _full_grads(model)
 
 

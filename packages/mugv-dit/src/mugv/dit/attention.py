@@ -137,17 +137,34 @@ class Attention(MegatronModule):
             self.linear_qkv = _column(submodules.linear_in, config, d, 3 * d, "qkv")
         self.q_norm = HeadRMSNorm(self.head_dim, eps)
         self.k_norm = HeadRMSNorm(self.head_dim, eps)
+        # Under CP the queries are this rank's tokens and the keys all tokens: to
+        # TransformerEngine that is cross-attention (q and kv lengths differ, masks in pairs).
+        self.kv_apart = cross or sharding.cp_size > 1
         self.core_attention = build_module(
             submodules.core_attention,
             config=config,
             layer_number=layer_number,
             attn_mask_type=AttnMaskType.padding if cross else AttnMaskType.no_mask,
-            attention_type="cross" if cross else "self",
+            attention_type="cross" if self.kv_apart else "self",
         )
+        self._kv_order: dict[tuple[int, torch.device], Tensor] = {}
         self.linear_proj = _row(submodules.linear_proj, config, d, d, "proj")
 
     def _norm_weight(self, norm: HeadRMSNorm) -> Tensor:
         return self.sharding.tp_shared(norm.weight, sharded_input=True)
+
+    def _gather_kv(self, x: Tensor) -> Tensor:
+        """This CP rank's keys or values (s, B, heads, D) -> all ranks', in sequence order
+        (S, B, heads, D): the padding comes last, because TransformerEngine's fused attention
+        reads a padding mask as per-sample lengths."""
+        shard = self.sharding
+        if shard.cp_size == 1:
+            return x
+        x = shard.cp_gather_kv(x)  # ranks' chunks in all-gather order
+        key = (x.shape[0], x.device)
+        if key not in self._kv_order:
+            self._kv_order[key] = torch.argsort(shard.cp_gathered_order(x.shape[0])).to(x.device)
+        return x[self._kv_order[key]]
 
     def forward(
         self,
@@ -158,8 +175,8 @@ class Attention(MegatronModule):
         text: Tensor | None = None,
     ) -> Tensor:
         """x (s_sp, B, d) -> (s_sp, B, d). rope: complex rotation (s_cp, B, 1, 1, D/2) of this
-        CP rank's tokens (`rope_rotation`); mask: (B, 1, 1, keys) True = ignore; text: (L, B, d)
-        for cross-attention."""
+        CP rank's tokens (`rope_rotation`); mask: (B, 1, 1, keys) True = ignore, keys in
+        sequence order (padding last); text: (L, B, d) for cross-attention."""
         shard = self.sharding
         x = shard.sp_gather(x)  # (s_cp, B, d)
         s, b = x.shape[:2]
@@ -177,9 +194,8 @@ class Attention(MegatronModule):
             weight = torch.stack([self._norm_weight(self.q_norm), self._norm_weight(self.k_norm)])
             qk = F.rms_norm(qkv[:, :, :, :2], (self.head_dim,), eps=self.q_norm.eps) * weight
             q, k = apply_rope(qk, rope).unbind(3)  # (s, B, heads, D) each
-            v = qkv[:, :, :, 2]
-            k, v = shard.cp_gather_kv(k), shard.cp_gather_kv(v)  # (S, B, heads, D)
-        if self.cross and mask is not None:  # TE's padding form: (query mask, key mask)
+            k, v = self._gather_kv(k), self._gather_kv(qkv[:, :, :, 2])  # (S, B, heads, D)
+        if self.kv_apart and mask is not None:  # TE's padding form: (query mask, key mask)
             mask = (torch.zeros(b, 1, 1, s, dtype=torch.bool, device=x.device), mask)
         mask_type = AttnMaskType.no_mask if mask is None else AttnMaskType.padding
         out = self.core_attention(q, k, v, mask, attn_mask_type=mask_type)  # (s_cp, B, h*D/tp)

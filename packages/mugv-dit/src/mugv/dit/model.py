@@ -325,7 +325,6 @@ class MUGDiT(PretrainedMixin, VisionModule):
         self_mask = None
         if padded > length:
             keys = torch.arange(padded, device=x.device) >= length
-            keys = keys[shard.cp_gathered_order(padded).to(x.device)]
             self_mask = keys.view(1, 1, 1, padded).expand(b, -1, -1, -1)
         if self.pre_process:
             tokens = self.x_embedder(x.to(dtype))  # (B, N, d)

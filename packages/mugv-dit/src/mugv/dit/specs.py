@@ -101,7 +101,13 @@ def te_available() -> bool:
 
 
 def te_spec() -> ModuleSpec:
-    """TransformerEngine linears and fused attention (GPU; text through TE's padding mask)."""
+    """TransformerEngine linears and fused attention (GPU; text through TE's padding mask).
+
+    TE's fused kernels read a padding mask as per-sample lengths, so a text mask must mark a
+    prefix of valid tokens (as `mugv.dit.text_encoder` and tokenizers pad); `Attention` keeps
+    the video keys in sequence order (padding last) and, under CP, hands TE the queries and
+    keys as cross-attention with a (query, key) mask pair.
+    """
     from megatron.core.extensions.transformer_engine import (
         TEColumnParallelLinear,
         TEDotProductAttention,
