@@ -11,6 +11,7 @@ checkpoint.
 from __future__ import annotations
 
 import argparse
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,8 @@ example config (YAML; TOML works too; infra/configs/ holds the 1B..18B recipes):
       steps: 200
       lr: 1.0e-4
       train: {min_lr: 0.0, warmup_steps: 0}
-      filter: {manifest: curated/manifest.jsonl, status: kept, min: {aesthetic: 0.5}}
+      filter: {manifest: curated/manifest.jsonl, status: kept, min: {align: 0.3}}
   seed: 0
-stage fields: name, steps, lr, frames (1 + 8k pixel frames), height, width (world source),
-  batch_size, flow, train (TrainerConfig), data (overrides of data:), filter.
 """
 
 
@@ -75,13 +74,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train-dit",
         help="train MUGDiT through a curriculum of stages; resumable, torchrun/Slurm-ready",
-        description="Trains MUGDiT with the rectified-flow objective on mugv.infra's Trainer, "
-        "one stage after another (resolution, duration, task mix, steps, learning rate, "
-        "optionally a curation-manifest filter for annealed SFT). Stage i writes "
-        "OUT/stages/<i>-<name>/{checkpoints,model,ema,done.json}; rerunning the same command "
-        "skips finished stages and resumes the current one. Under torchrun or srun the "
-        "parallel layout comes from the config's `parallel:` section. A run stopped by "
-        "SIGTERM/SIGINT saves a checkpoint and exits with status 3.",
+        description=textwrap.fill(
+            "Trains MUGDiT with the rectified-flow objective on mugv.infra's Trainer, "
+            "one stage after another (resolution, duration, task mix, steps, learning rate, "
+            "optionally a curation-manifest filter for annealed SFT). Stage i writes "
+            "OUT/stages/<i>-<name>/{checkpoints,model,ema,done.json}; rerunning the same command "
+            "skips finished stages and resumes the current one. Under torchrun or srun the "
+            "parallel layout comes from the config's `parallel:` section. A run stopped by "
+            "SIGTERM/SIGINT saves a checkpoint and exits with status 3."
+        ),
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -333,9 +334,11 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)
     plan = load_plan(config)
     out = out_folder(args.out, config)
+    from mugv.infra import launch_env
+
+    plan.check_layout(world_size=launch_env()[2])  # on every rank, before any process group
     with distributed(plan.parallel, plan.seed) as info:
         setup_logging(info.is_main)
-        plan.check_layout(info.world_size)
         if info.is_main:
             save_resolved(out / "config.yaml", config)
         data = _Data(plan, info.device)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +57,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train-vae",
         help="train the video VAE (clip shards or the synthetic world); resumable, torchrun-ready",
-        description="Trains the two-stage video VAE with mugv.vae.train_vae on mugv.infra's "
-        "Trainer, computes the per-channel latent statistics and writes OUT/vae "
-        "(model.safetensors + config.json). Checkpoints go to OUT/checkpoints; rerunning the "
-        "same command resumes. Under torchrun every rank trains on its share of the data "
-        "(data parallel). A run stopped by SIGTERM/SIGINT saves a checkpoint and exits with "
-        "status 3.",
+        description=textwrap.fill(
+            "Trains the two-stage video VAE with mugv.vae.train_vae on mugv.infra's "
+            "Trainer, computes the per-channel latent statistics and writes OUT/vae "
+            "(model.safetensors + config.json). Checkpoints go to OUT/checkpoints; rerunning the "
+            "same command resumes. Under torchrun every rank trains on its share of the data "
+            "(data parallel). A run stopped by SIGTERM/SIGINT saves a checkpoint and exits with "
+            "status 3."
+        ),
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -224,47 +228,82 @@ class ShardBatches:
         self.epoch, self.index = self.epoch + 1, 0
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+@dataclass(frozen=True)
+class Settings:
+    """A validated train-vae config."""
 
-    from mugv.infra import ParallelConfig, ShuffledBatches, TrainerConfig, latest_checkpoint
-    from mugv.vae import VideoVAE, clips_to_batch, compute_latent_stats, train_vae
+    vae_config: Any
+    init: str | None
+    train_config: Any  # VAETrainConfig
+    trainer_config: Any  # TrainerConfig
+    data: dict[str, Any]
+    world: dict[str, Any]
+    stats_clips: int
+    seed: int
 
-    config = load_config(args.config, args.set)
+
+def load_settings(config: dict[str, Any], out: Path) -> Settings:
+    """Validates a train-vae config (nothing is read or built)."""
+    from mugv.infra import TrainerConfig
+
     check_fields(
         config, {"model", "data", "vae_train", "train", "stats", "seed", "out"}, "(top level)"
     )
-    out = out_folder(args.out, config)
     model_section = section(config, "model")
     vae_config = _vae_config(model_section)
-    train_config = _train_config(config)
     data = _check_data(section(config, "data"))
     stats = section(config, "stats")
     check_fields(stats, {"clips"}, "stats")
     seed = int(config.get("seed", 0))
     trainer_values = {"checkpoint_dir": str(out / "checkpoints"), **section(config, "train")}
-    trainer_config = build(TrainerConfig, trainer_values, "train")
     init = model_section.get("init")
     if init is not None and not Path(init).is_dir():
         raise AppError(f"config model.init={init!r}: no such save_pretrained folder")
+    world = {}
+    if data["source"] == "world":
+        from mugv.data.world import WorldConfig
 
+        world = {
+            "num_frames": data["num_frames"],
+            "height": data["height"],
+            "width": data["width"],
+            "seed": seed,
+            **section(data, "world"),
+        }
+        build(WorldConfig, world, "data.world")
+    return Settings(
+        vae_config=vae_config,
+        init=init,
+        train_config=_train_config(config),
+        trainer_config=build(TrainerConfig, trainer_values, "train"),
+        data=data,
+        world=world,
+        stats_clips=int(stats.get("clips", 128)),
+        seed=seed,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from mugv.infra import ParallelConfig, ShuffledBatches, latest_checkpoint
+    from mugv.vae import VideoVAE, clips_to_batch, compute_latent_stats, train_vae
+
+    config = load_config(args.config, args.set)
+    out = out_folder(args.out, config)
+    settings = load_settings(config, out)
+    data, seed, init = settings.data, settings.seed, settings.init
+    trainer_config, train_config = settings.trainer_config, settings.train_config
     with distributed(ParallelConfig(), seed) as info:
         setup_logging(info.is_main)
         if info.is_main:
             save_resolved(out / "config.yaml", config)
-        vae = VideoVAE.from_pretrained(init) if init else VideoVAE(vae_config)
+        vae = VideoVAE.from_pretrained(init) if init else VideoVAE(settings.vae_config)
         size = (data["height"], data["width"])
         if data["source"] == "world":
             from mugv.data.world import SyntheticWorld, WorldConfig
 
-            world_values = {
-                "num_frames": data["num_frames"],
-                "height": data["height"],
-                "width": data["width"],
-                "seed": seed,
-                **section(data, "world"),
-            }
-            world = SyntheticWorld(build(WorldConfig, world_values, "data.world"))
+            world = SyntheticWorld(WorldConfig(**settings.world))
             batches = ShuffledBatches(
                 world.size("train"),
                 data["batch_size"],
@@ -294,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             return STOPPED
         vae.eval()
-        n_stats = int(stats.get("clips", 128))
+        n_stats = settings.stats_clips
         with torch.no_grad():
             if data["source"] == "world":
                 mine = list(
