@@ -94,8 +94,14 @@ def main() -> None:
     p.add_argument("--vae", default=None, help="a VideoVAE folder (default: lossless codec)")
     p.add_argument("--train-clips", type=int, default=400)
     p.add_argument("--test-clips", type=int, default=48)
-    p.add_argument("--hidden", type=int, default=96)
-    p.add_argument("--heads", type=int, default=2)
+    p.add_argument(
+        "--hidden",
+        type=int,
+        default=192,
+        help="width; at least a token's 192 values (2x2 latents x 48), else the sampler "
+        "cannot remove the starting noise in every direction",
+    )
+    p.add_argument("--heads", type=int, default=4)
     p.add_argument("--depth", type=int, default=2)
     p.add_argument("--sft-steps", type=int, default=4000)
     p.add_argument("--sft-minutes", type=float, default=8.0)

@@ -203,3 +203,36 @@ def test_tensor_parallel_2_equals_1(tmp_path):
                 torch.testing.assert_close(rank_adapters[name], value, rtol=0, atol=0, msg=name)
             for name, value in merged.items():
                 torch.testing.assert_close(rank_merged[name], value, rtol=1e-12, atol=1e-12)
+
+
+def test_trainer_checkpoints_and_resumes_adapters(tmp_path):
+    from mugv.dit import FlowConfig, LatentTextDataset, RectifiedFlow, train_dit
+    from mugv.infra.trainer import TrainerConfig
+
+    g = torch.Generator().manual_seed(0)
+    data = LatentTextDataset(
+        torch.randn(8, 24, 2, 4, 4, generator=g),
+        [torch.randn(3, 16, generator=g) for _ in range(8)],
+        8.0,
+        height=32,
+        width=32,
+    )
+    flow = RectifiedFlow(FlowConfig(base_pixels=32 * 32))
+    config = TrainerConfig(steps=3, lr=1e-2, ema_decay=0.9, checkpoint_dir=str(tmp_path))
+    with single_process(seed=0) as info:
+        model = MUGDiT(CONFIG)
+        randomize(model, seed=4)  # an untrained MUGDiT's zero final layer passes no gradient
+        apply_lora(model, LORA)
+        trainer = train_dit(model, data, config, info=info, batch_size=4, flow=flow)
+        trainer.fit()
+        trained = lora_state_dict(model)
+        assert any(float(v.abs().max()) > 0 for k, v in trained.items() if k.endswith("lora_B"))
+        fresh = MUGDiT(CONFIG)
+        apply_lora(fresh, LORA, seed=9)
+        resumed = train_dit(fresh, data, config, info=info, batch_size=4, flow=flow)
+        assert resumed.resume() == 3
+        for name, value in lora_state_dict(fresh).items():
+            torch.testing.assert_close(value, trained[name], rtol=0, atol=0, msg=name)
+        assert set(resumed.ema.shadow) == {
+            n for n, p in fresh.named_parameters() if p.requires_grad
+        }
