@@ -103,6 +103,25 @@ def test_train_vae_world_saves_stats_and_resumes(tmp_path, capsys):
     assert "latent std" in capsys.readouterr().out
 
 
+def test_train_vae_two_stages_pass_through(tmp_path):
+    """MUG-V's two-stage recipe as two runs: spatial, then temporal from the spatial VAE."""
+    from mugv.vae import VideoVAE
+
+    config = write_config(tmp_path / "vae.yaml", vae_config(source="world", world=WORLD))
+    first, second = tmp_path / "spatial", tmp_path / "temporal"
+    argv = ["train-vae", config, "--set", "train.steps=1"]
+    assert run_app("train_vae", *argv, "-o", str(first), "--set", "vae_train.stage=spatial") == 0
+    sets = ["--set", "vae_train.stage=temporal", "--set", f"model.init={first / 'vae'}"]
+    assert run_app("train_vae", *argv, "-o", str(second), *sets) == 0
+    a = VideoVAE.from_pretrained(first / "vae").state_dict()
+    b = VideoVAE.from_pretrained(second / "vae").state_dict()
+    spatial = [k for k in a if k.startswith(("spatial_encoder.", "spatial_decoder."))]
+    temporal = [k for k in a if k.startswith("temporal_") and k.endswith("weight")]
+    assert spatial and temporal
+    assert all(a[k].equal(b[k]) for k in spatial)  # frozen in the temporal stage
+    assert not all(a[k].equal(b[k]) for k in temporal)
+
+
 def test_train_vae_on_clip_shards(assets, tmp_path):
     root, _ = assets
     config = vae_config(source="shards", shards=str(root / "clips"), height=32, width=32)
@@ -293,7 +312,7 @@ def test_train_dit_under_torchrun(assets, tmp_path, parallel):
         ({"stages": [{"name": "a", "steps": 1}] * 2}, "stages[1].name='a': used twice"),
         ({"parallel": {"tensor": 0}}, "config parallel: ParallelConfig.tensor=0"),
         ({"parallel": {"tensor": 2}}, "config parallel: ParallelConfig: world size 1"),
-        ({"parallel": {"pipeline": 2}}, "parallel.pipeline: the Trainer has no pipeline"),
+        ({"parallel": {"pipeline": 2}}, "parallel.pipeline: MUGDiT cannot be saved"),
         ({"model": {"config": "2B"}}, "model.config='2B': use one of"),
         ({"flow": {"task_probs": {"t3v": 1}}}, "config flow: FlowConfig.task_probs has unknown"),
         ({"data": {"source": "latents", "latents": "nowhere"}}, "data.latents='nowhere'"),

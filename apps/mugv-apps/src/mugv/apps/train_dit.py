@@ -127,8 +127,9 @@ class Plan:
 
         if self.parallel.pipeline > 1:
             raise AppError(
-                "config parallel.pipeline: the Trainer has no pipeline schedule yet; use "
-                "pipeline: 1 with more tensor/context parallelism"
+                "config parallel.pipeline: MUGDiT cannot be saved or checkpointed per pipeline "
+                "stage yet (save_pretrained refuses pipeline > 1); use pipeline: 1 with more "
+                "tensor/context parallelism"
             )
         config = self.dit_config()
         try:
