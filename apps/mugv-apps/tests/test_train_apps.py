@@ -130,6 +130,30 @@ def test_train_vae_on_clip_shards(assets, tmp_path):
     assert (tmp_path / "out" / "vae" / "model.safetensors").is_file()
 
 
+def test_shard_batches_resume_where_they_stopped(assets):
+    import torch
+
+    from mugv.apps.train_vae import ShardBatches
+
+    root, _ = assets
+
+    def batches() -> ShardBatches:
+        kwargs = {"batch_size": 2, "num_frames": 9, "size": (16, 16), "images": True}
+        return ShardBatches(str(root / "clips"), seed=3, data_rank=0, data_size=1, **kwargs)
+
+    whole = batches()
+    epoch = [b["video"] for b in whole] + [b["video"] for b in whole]  # two epochs
+    assert len(epoch) == 8 and not epoch[0].equal(epoch[4])  # reshuffled per epoch
+    first = batches()
+    it = iter(first)
+    seen = [next(it)["video"] for _ in range(2)]
+    resumed = batches()
+    resumed.load_state_dict(first.state_dict())
+    rest = [b["video"] for b in resumed] + [b["video"] for b in resumed]
+    assert all(torch.equal(a, b) for a, b in zip(seen + rest, epoch))
+    assert rest[0].shape == (2, 3, 9, 16, 16)
+
+
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
@@ -167,6 +191,22 @@ def test_encode_writes_latents_and_text_and_skips_on_rerun(assets, capsys):
     argv = [str(root / "clips"), "-o", str(latents), "--vae", str(root / "vae")]
     assert run_app("encode", "encode", *argv) == 0
     assert "0 shards encoded (0 samples), 2 done before" in capsys.readouterr().out
+
+
+@pytest.mark.distributed
+def test_encode_under_torchrun_splits_the_shards(assets, tmp_path):
+    from mugv.data.shards import read_manifest
+
+    root, keys = assets
+    cmd = [
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone"),
+        *(_launcher(tmp_path), "encode", "encode", str(root / "clips")),
+        *("-o", str(tmp_path / "latents"), "--vae", str(root / "vae")),
+    ]
+    result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 shards encoded (8 samples), 0 done before; 2 rank(s)" in result.stdout
+    assert sorted(k for s in read_manifest(tmp_path / "latents") for k in s.keys) == sorted(keys)
 
 
 @pytest.mark.parametrize(
