@@ -1,9 +1,12 @@
 """Training-step throughput of MUGDiT (Megatron, local spec) vs a plain-PyTorch DiT, on CPU.
 
 Both models hold the same weights (converted with `mugv.dit.to_reference`) and are checked
-to agree before timing. A step is forward, MSE loss, backward and AdamW. The attention share
-is the time inside scaled-dot-product attention (forward and backward) over the step's time,
-from the PyTorch profiler.
+to agree before timing; a third, MUGDiT with Megatron's own parallel linears (the path TP > 1
+takes), shows what the local spec's single-rank linears save. A step is forward, MSE loss,
+backward and AdamW. The models alternate round by round and each ratio is the median of the
+per-round ratios, in wall time and in process CPU time (the latter ignores time the shared
+machine's other processes take). The attention share is the time inside
+scaled-dot-product attention (forward and backward) over the step's time (profiler, 10 steps).
 
     python bench_step.py --out result.json [--config tiny --batch 8 --frames 3 --size 8]
 """
@@ -90,10 +93,10 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b))
 
 
-def attention_share(step):
+def attention_share(step, steps: int = 10):
     acts = [torch.profiler.ProfilerActivity.CPU]
     with torch.profiler.profile(activities=acts) as prof:
-        for _ in range(3):
+        for _ in range(steps):
             step()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)

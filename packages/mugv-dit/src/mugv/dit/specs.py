@@ -1,7 +1,7 @@
 """Which implementation builds each submodule of a MUGDiT block (Megatron-Core `ModuleSpec`s).
 
 `local_spec()`: Megatron's ColumnParallelLinear/RowParallelLinear (as `ColumnLinear`/`RowLinear`,
-which skip Megatron's communication wrapper on a single TP rank) and our SDPA core attention;
+which run a plain `F.linear` on a single TP rank) and our SDPA core attention;
 runs on CPU and GPU. `te_spec()`: TransformerEngine's TE linears and fused attention, used when
 `transformer_engine` imports and CUDA is present (`default_spec()` picks). Parameter names and
 shapes are the same in both, so one state dict (minus TE's `_extra_state`) serves either.
@@ -41,7 +41,7 @@ class ColumnLinear(ColumnParallelLinear):
 
     There Megatron's autograd function (`LinearWithGradAccumulationAndAsyncCommunication`) and
     its identity copy-to-TP-region function compute the same product with an unfused bias and
-    Python-level backward, a third of a small model's CPU step (see docs/benchmarks.md).
+    Python-level backward: ~12% of the tiny model's CPU training step (docs/benchmarks.md).
     """
 
     def __init__(self, *args, **kwargs):
