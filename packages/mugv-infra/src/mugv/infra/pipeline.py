@@ -23,8 +23,8 @@ allocates receive buffers with `device=torch.cuda.current_device()` and the sche
 their token counter with `device="cuda"`, both of which raise on a CPU-only torch ("Torch not
 compiled with CUDA enabled"); the gloo point-to-point ops themselves work. So on CPU the
 schedule is Megatron's own, given `CpuP2PCommunicator` (the same isend/irecv ops, buffers on
-the CPU) and run under `_cuda_factories_on_cpu`, which places the schedule's `device="cuda"`
-tensor factories on the CPU. On CUDA nothing is substituted.
+the CPU) and started under `_cuda_factories_on_cpu`, which places the schedule's `device="cuda"`
+token counter on the CPU (lifted at the first forward step). On CUDA nothing is substituted.
 """
 
 from __future__ import annotations
@@ -44,12 +44,17 @@ _FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.tensor}
 
 
 class _CudaFactoriesOnCpu(TorchFunctionMode):
-    """Tensor factories asked for a CUDA device build on the CPU instead (scoped, CPU only)."""
+    """Tensor factories asked for a CUDA device build on the CPU instead (scoped, CPU only).
+
+    Every torch call goes through this Python method while the mode is on, so `run` keeps it
+    on only from the schedule's start to its first forward step: the stretch where Megatron's
+    schedule allocates its token counter on "cuda".
+    """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        device = kwargs.get("device")
-        if func in _FACTORIES and device is not None and torch.device(device).type == "cuda":
+        device = kwargs.get("device") if func in _FACTORIES else None
+        if device is not None and torch.device(device).type == "cuda":
             kwargs = {**kwargs, "device": "cpu"}
         return func(*args, **kwargs)
 
@@ -236,7 +241,14 @@ class PipelineSchedule:
                 {"loss": loss.detach().float(), "metrics": extra},
             )
 
+        shim = [_cuda_factories_on_cpu()] if self.cpu else []
+
+        def lift_shim() -> None:
+            while shim:
+                shim.pop().__exit__(None, None, None)
+
         def forward_step(data: Iterator[Any], stage: nn.Module):
+            lift_shim()  # the model and step_fn run without the mode
             batch = next(data)
             try:
                 out = step_fn(stage, batch)
@@ -250,18 +262,20 @@ class PipelineSchedule:
         if self.cpu:
             kwargs = {"p2p_communicator": self.communicator, "pg_collection": self.groups}
         try:
-            with _cuda_factories_on_cpu() if self.cpu else contextlib.nullcontext():
-                store = self.forward_backward(
-                    forward_step_func=forward_step,
-                    data_iterator=batches,
-                    model=[model],
-                    num_microbatches=count,
-                    seq_length=1,  # unused: shapes are exchanged (variable_seq_lengths)
-                    micro_batch_size=1,
-                    forward_only=False,
-                    **kwargs,
-                )
+            for mode in shim:
+                mode.__enter__()
+            store = self.forward_backward(
+                forward_step_func=forward_step,
+                data_iterator=batches,
+                model=[model],
+                num_microbatches=count,
+                seq_length=1,  # unused: shapes are exchanged (variable_seq_lengths)
+                micro_batch_size=1,
+                forward_only=False,
+                **kwargs,
+            )
         finally:
+            lift_shim()
             if hook is not None:
                 hook.remove()
         loss = torch.zeros((), device=self.device)
