@@ -138,7 +138,8 @@ class MegatronDataParallel:
             main = states["param"]
             inner = opt.optimizer.state[main]
             if not inner:  # before the first step: zeros, so a load has targets
-                inner["step"] = torch.zeros((), dtype=torch.float32)
+                if isinstance(opt.optimizer, torch.optim.Adam | torch.optim.AdamW):
+                    inner["step"] = torch.zeros((), dtype=torch.float32)
                 for key in _MOMENTS:
                     inner[key] = torch.zeros_like(main)
                 states = opt._get_main_param_and_optimizer_states(param)
@@ -167,8 +168,8 @@ class MegatronDataParallel:
                 tensors[f"{name}.{out}"] = full.view(param.shape)
                 like[f"{name}.{out}"] = param
             step = torch.zeros((), dtype=torch.float32, device=param.device)
-            if found is not None and "step" in found[1]:
-                step += found[1]["step"].to(step.device)
+            if found is not None:
+                step += _step_of(*found, param)
             dist.all_reduce(step, op=dist.ReduceOp.MAX, group=group)
             tensors[f"{name}.step"], like[f"{name}.step"] = step, param
         return tensors, like
@@ -192,7 +193,18 @@ class MegatronDataParallel:
                     full = tensors[f"{name}.{source}"].view(-1)
                     new[key] = full[span.start : span.end]
             opt._set_main_param_and_optimizer_states(param, new)
+            if "step" not in states:  # TE/Apex FusedAdam count steps per param group
+                group_index, _ = opt.model_param_group_index_map[param]
+                opt.optimizer.param_groups[group_index]["step"] = int(tensors[f"{name}.step"])
         self.sync_params()
+
+
+def _step_of(opt: object, states: dict[str, torch.Tensor], param: nn.Parameter) -> float:
+    """Adam's step count for `param`: in its state (torch) or its param group (FusedAdam)."""
+    if "step" in states:
+        return float(states["step"])
+    group_index, _ = opt.model_param_group_index_map[param]
+    return float(opt.optimizer.param_groups[group_index].get("step", 0))
 
 
 def megatron_available(model: nn.Module) -> bool:
