@@ -187,7 +187,7 @@ def load_plan(config: dict[str, Any]) -> Plan:
 
 
 class _Data:
-    """Loads each stage's clips once per source (latent folder or world size)."""
+    """Loads a stage's clips, keeping the last source (latent folder or world size) loaded."""
 
     def __init__(self, plan: Plan, device: Any) -> None:
         self.plan, self.device, self.cache = plan, device, {}
@@ -224,7 +224,7 @@ class _Data:
                 )
             key = ("latents", str(data["latents"]))
             if key not in self.cache:
-                self.cache[key] = read_latent_shards(str(data["latents"]), data.get("fps"))
+                self.cache = {key: read_latent_shards(str(data["latents"]), data.get("fps"))}
             return self.cache[key]
         from mugv.data.world import SyntheticWorld, WorldConfig
 
@@ -234,9 +234,8 @@ class _Data:
         config = build(WorldConfig, world, f"stages[{stage.index}] world")
         key = ("world", repr(config))
         if key not in self.cache:
-            self.cache[key] = world_latents(
-                SyntheticWorld(config), self.vae, self.encoder, config.num_frames
-            )
+            clips = world_latents(SyntheticWorld(config), self.vae, self.encoder, config.num_frames)
+            self.cache = {key: clips}
         return self.cache[key]
 
 
