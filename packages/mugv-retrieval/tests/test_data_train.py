@@ -164,3 +164,41 @@ def test_two_stage_frame_selection_in_the_model():
     cross = model.fuse(model.encode_text(ids, mask), mask, video)
     model.vtm_logits(cross).sum().backward()
     assert model.cross_encoder.selectors[0].score[0].weight.grad.abs().sum() > 0
+
+
+def test_recipe_centres_the_text_and_runs_both_stages(train_set, tmp_path):
+    from mugv.infra import single_process
+    from mugv.retrieval.text_encoder import masked_mean
+    from mugv.retrieval.train import Recipe, sentence_vectors, train_retrieval
+
+    torch.manual_seed(0)
+    model = TWBert(TWBertConfig(queue_size=64, patch_pool=2))
+    texts = [c for cs in train_set.captions for c in cs]
+    model.text_encoder.requires_grad_(False)
+    cache = TextCache(model, texts)
+    # the cached (bfloat16) sentence vectors agree with a direct computation
+    direct = sentence_vectors(model, texts)
+    torch.testing.assert_close(cache.sentences(texts), direct, atol=2e-2, rtol=2e-2)
+    recipe = Recipe(steps=2, vtm_steps=1, batch_size=4, vtm_batch=2, log_every=1)
+    with single_process(seed=0) as info:
+        stats = train_retrieval(model, train_set, recipe, info=info, cache=cache)
+    assert stats["align"]["steps"] == 2 and stats["match"]["steps"] == 1
+    assert "vtm" not in stats["align"]["last"] and "vtm" in stats["match"]["last"]
+    # the centre is the training captions' mean sentence vector: centred, they average to 0
+    torch.testing.assert_close(model.text_center, direct.mean(dim=0), atol=2e-2, rtol=0)
+    ids, mask = model.tokenize(texts)
+    with torch.no_grad():
+        centred = model.sentence(model.encode_text(ids, mask), mask)
+        raw = masked_mean(model.encode_text(ids, mask), mask)
+    assert centred.mean(dim=0).abs().max() < 0.05 < raw.mean(dim=0).abs().max()
+    model.save_pretrained(tmp_path)  # the centre is part of the checkpoint
+    torch.testing.assert_close(TWBert.from_pretrained(tmp_path).text_center, model.text_center)
+
+
+def test_recipe_rejects_bad_fields():
+    from mugv.retrieval.train import Recipe
+
+    with pytest.raises(Exception, match=r"Recipe\.steps"):
+        Recipe(steps=0)
+    with pytest.raises(Exception, match=r"Recipe\.warmup"):
+        Recipe(warmup=1.5)

@@ -126,8 +126,16 @@ def tiny() -> TWBertConfig:
 
 
 def small() -> TWBertConfig:
-    """CPU-trainable in minutes on the synthetic world: 8 frames of 32x32."""
+    """CPU-trainable in minutes on the synthetic world: 8 frames of 32x32.
+
+    Short from-scratch runs use a fast momentum encoder (EMA 0.5) and no momentum
+    distillation: with the paper's 0.995 / 0.4 the momentum video encoder lags the online one
+    by ~200 steps, its features are the contrastive targets, and after 100 steps of the world
+    recipe video-to-text R@5 was 2.7-4.3% against 21.9% with 0.5 / 0.
+    """
     return TWBertConfig(
+        momentum=0.5,
+        distill_alpha=0.0,
         video=VideoEncoderConfig(
             num_frames=8, image_size=32, patch_size=8, width=128, depth=3, num_heads=4
         ),

@@ -22,7 +22,6 @@ from torch import nn
 
 from mugv.retrieval._errors import ConfigError
 from mugv.retrieval.model import TWBert
-from mugv.retrieval.text_encoder import masked_mean
 from mugv.retrieval.video_encoder import VideoFeatures
 
 
@@ -167,7 +166,7 @@ class TWBertObjective(nn.Module):
                 self.momentum_update()
             v_m = F.normalize(self.vision_proj_m(self.video_encoder_m(frames).video_cls), dim=-1)
             states_m = states if states is not None else self.text_encoder_m(ids, mask)
-            t_m = F.normalize(self.text_proj_m(masked_mean(states_m, mask)), dim=-1)
+            t_m = F.normalize(self.text_proj_m(model.sentence(states_m, mask)), dim=-1)
             v_all = torch.cat([v_m.T, self.video_queue.clone()], dim=1)  # (E, B+Q)
             t_all = torch.cat([t_m.T, self.text_queue.clone()], dim=1)
             idx_all = torch.cat([pair_ids, self.idx_queue.clone()])
@@ -185,7 +184,7 @@ class TWBertObjective(nn.Module):
             self.enqueue(v_m, t_m, pair_ids)
 
         if w.fine:
-            words = F.normalize(model.text_proj(states), dim=-1)  # (B, L, E)
+            words = F.normalize(model.text_proj(states - model.text_center), dim=-1)  # (B, L, E)
             patches = F.normalize(model.vision_proj(video.patches), dim=-1)  # (B, T, N, E)
             word_mask = mask.bool().clone()
             word_mask[:, 0] = False  # the CLS token is not a word

@@ -19,6 +19,7 @@ from mugv.retrieval._errors import ConfigError
 from mugv.retrieval.data import AnswerVocab, ClipSet, batches, qa_items
 from mugv.retrieval.model import TWBert
 from mugv.retrieval.objectives import LossWeights, TWBertObjective, qa_loss
+from mugv.retrieval.text_encoder import masked_mean
 
 Batch = tuple[torch.Tensor, ...]
 
@@ -41,6 +42,11 @@ class TextCache:
                 for k, text in enumerate(chunk):
                     n = int(mask[k].sum())
                     self.items[text] = (ids[k, :n], states[k, :n].to(torch.bfloat16))
+
+    def sentences(self, texts: list[str] | None = None) -> torch.Tensor:
+        """(N, C) uncentred sentence vectors (masked-mean states) of `texts` (default: all)."""
+        keys = self.items if texts is None else texts
+        return torch.stack([self.items[t][1].float().mean(dim=0) for t in keys])
 
     def batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(ids (B, L), mask (B, L), states (B, L, C) float32) of cached texts."""
@@ -199,6 +205,16 @@ class Recipe:
             raise ConfigError("Recipe.fine and Recipe.weight_decay must be >= 0")
 
 
+@torch.no_grad()
+def sentence_vectors(model: TWBert, texts: list[str], *, batch_size: int = 256) -> torch.Tensor:
+    """(N, C) uncentred sentence vectors (masked-mean text-encoder states) of `texts`."""
+    out = []
+    for start in range(0, len(texts), batch_size):
+        ids, mask = model.tokenize(texts[start : start + batch_size])
+        out.append(masked_mean(model.encode_text(ids, mask), mask))
+    return torch.cat(out)
+
+
 def _stage(
     model: TWBert,
     data: ClipSet,
@@ -239,6 +255,10 @@ def align(
         model.text_encoder.requires_grad_(False)
     elif cache is not None:
         raise ConfigError("a TextCache needs Recipe.freeze_text=True (cached states are frozen)")
+    texts = [c for cs in data.captions for c in cs]
+    model.set_text_center(
+        cache.sentences(texts) if cache is not None else sentence_vectors(model, texts)
+    )
     weights = LossWeights(vtm=0.0, mlm=0.0, fine=recipe.fine)
     return _stage(
         model,
