@@ -6,7 +6,14 @@ import torch
 
 from mugv.data.shards import ShardWriter, read_manifest, read_shard
 from mugv.data.world import SyntheticWorld, WorldConfig
-from mugv.vae import CONFIGS, RunningStats, VideoVAE, encode_shards, video_to_tensor
+from mugv.vae import (
+    CONFIGS,
+    RunningStats,
+    VideoVAE,
+    encode_shards,
+    fit_scaling_factor,
+    video_to_tensor,
+)
 
 
 def _write_clips(directory, shards=3, per_shard=2):
@@ -123,3 +130,21 @@ def test_encode_shards_over_gloo_ranks(tmp_path):
     written = run_ranks(_ranks_encode, world_size=2, root=str(tmp_path))
     assert written == [["clips0-000000.tar", "clips2-000000.tar"], ["clips1-000000.tar"]]
     assert sum(i.count for i in read_manifest(tmp_path / "lat")) == 6
+
+
+def test_fit_scaling_factor_gives_unit_variance_features(tiny_vae, video):
+    videos = [video[:1], video[1:]]
+    fitted = fit_scaling_factor(tiny_vae, videos)
+    feats = torch.cat([fitted.spatial_features(v) for v in videos])
+    assert feats.std(unbiased=False).item() == pytest.approx(1.0, rel=1e-4)
+    raw = torch.cat([tiny_vae.spatial_features(v) for v in videos])  # scaling_factor 1 (tiny)
+    assert fitted.config.spatial.scaling_factor == pytest.approx(
+        1 / raw.std(unbiased=False).item(), rel=1e-4
+    )
+    # same weights, same decoded frames from the same unscaled features; the input is untouched
+    for (name, a), b in zip(tiny_vae.state_dict().items(), fitted.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert tiny_vae.config.spatial.scaling_factor == 1.0 and not fitted.training
+    torch.testing.assert_close(
+        fitted.spatial_decode(feats[:, :, 0]), tiny_vae.spatial_decode(raw[:, :, 0])
+    )

@@ -6,6 +6,7 @@ parallel update of (count, mean, M2) in float64, so any number of batches (or ra
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 import torch
@@ -71,3 +72,25 @@ def compute_latent_stats(
     vae.latent_mean.copy_(mean)
     vae.latent_std.copy_(std)
     return mean, std
+
+
+@torch.no_grad()
+def fit_scaling_factor(vae: VideoVAE, videos: Iterable[torch.Tensor]) -> VideoVAE:
+    """A copy of ``vae`` whose ``spatial.scaling_factor`` is 1 / std of its spatial features.
+
+    How SD chose 0.18215: after the spatial stage is trained (and before the temporal one),
+    the features it hands on get unit variance, so the temporal stage starts at the scale its
+    initialisation expects instead of spending its first steps growing or shrinking weights.
+    Each item of ``videos`` is (B, 3, T, H, W) in [-1, 1]; ranks' statistics are merged.
+    """
+    stats = RunningStats(1)
+    scale = vae.config.spatial.scaling_factor
+    for video in videos:
+        feats = vae.spatial_features(video) / scale  # (B, C_mid, T', h, w), unscaled
+        stats.update(feats.reshape(1, 1, -1))
+    stats.all_reduce()
+    std = float(stats.std.clamp(min=1e-6))
+    spatial = dataclasses.replace(vae.config.spatial, scaling_factor=1.0 / std)
+    model = VideoVAE(dataclasses.replace(vae.config, spatial=spatial)).to(vae.latent_mean.device)
+    model.load_state_dict(vae.state_dict())
+    return model.train(vae.training)
