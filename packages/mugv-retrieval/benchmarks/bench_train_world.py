@@ -86,7 +86,7 @@ def evaluate(model, test, motion, colour, args) -> dict:
     }
     q = args.rerank_queries
     sub = embed_texts(model, texts[:q])
-    t2v, _ = rerank_scores(model, sub, videos, k=args.rerank_k, batch_size=128)
+    t2v, _ = rerank_scores(model, sub, videos, k=args.rerank_k, batch_size=128, directions=("t2v",))
     t2v0, _ = rerank_scores(model, sub, videos, k=0)
     out[f"first{q}_t2v_contrastive"] = retrieval_metrics(t2v0, t2v0.T, list(range(q)))["t2v"]
     out[f"first{q}_t2v_rerank{args.rerank_k}"] = retrieval_metrics(t2v, t2v.T, list(range(q)))[

@@ -68,6 +68,10 @@ def test_rerank_orders_topk_by_vtm_above_the_rest(tiny_model, indexes):
                 float(t2v[i, 0]), float(margin[0] + sim[i, 0]), atol=1e-4, rtol=1e-4
             )
     assert v2t.shape == (5, 6)
+    # re-ranking one direction only: that direction equals the full call, the other is t2v0's
+    t2v_only, v2t_plain = rerank_scores(tiny_model, texts, videos, k=2, directions=("t2v",))
+    torch.testing.assert_close(t2v_only, t2v)
+    torch.testing.assert_close(v2t_plain, _v2t0)
 
 
 def test_ranks_and_metrics_against_hand_computed_values():

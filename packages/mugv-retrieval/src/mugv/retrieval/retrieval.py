@@ -115,16 +115,19 @@ def rerank_scores(
     k: int = 16,
     batch_size: int = 256,
     chunk: int = 1024,
+    directions: tuple[str, ...] = ("t2v", "v2t"),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Final scores (M, N) for text->video and (N, M) for video->text ranking.
 
-    k = 0 gives the contrastive ranking alone. Each direction re-scores its own top-k.
+    k = 0 gives the contrastive ranking alone. Each direction named in `directions` re-scores
+    its own top-k; the others keep the contrastive order (e.g. `directions=("t2v",)` when only
+    text queries matter: the v2t re-ranking of M texts costs N * k matching passes).
     """
     sim = contrastive_similarity(texts, videos, chunk=chunk)  # (M, N)
     results = []
     for direction, scores in enumerate((sim, sim.T.contiguous())):  # queries x gallery
         final = scores.double() - RERANK_OFFSET  # float64 keeps the contrastive order exact
-        kk = min(k, scores.shape[1])
+        kk = min(k, scores.shape[1]) if ("t2v", "v2t")[direction] in directions else 0
         if kk:
             top = scores.topk(kk, dim=1).indices  # (Q, k)
             queries = torch.arange(scores.shape[0])[:, None].expand_as(top)
