@@ -123,7 +123,7 @@ def _cpu_communicator(pp_group: dist.ProcessGroup, config: Any) -> Any:
     return CpuP2PCommunicator(pp_group, config)
 
 
-class _StageOutput(Exception):  # control flow, not an error
+class _StageOutput(BaseException):  # control flow: a broad `except Exception` must not eat it
     """Carries a non-last stage's model output out of `step_fn`."""
 
     def __init__(self, output: torch.Tensor) -> None:
