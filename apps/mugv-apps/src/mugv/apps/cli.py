@@ -19,7 +19,19 @@ DISTRIBUTIONS = (
 )
 
 # Sub-command modules: each exposes `add_parser(subparsers)` and sets `func` on its parser.
-COMMANDS: tuple[str, ...] = ("demo", "curate", "generate", "evaluate")
+COMMANDS: tuple[str, ...] = (
+    "demo",
+    "curate",
+    "train_vae",
+    "encode",
+    "train_dit",
+    "generate",
+    "enhance",
+    "evaluate",
+    "label",
+    "caption",
+    "retrieve",
+)
 
 
 def installed_versions() -> dict[str, str | None]:
@@ -60,13 +72,24 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean 'the input or config is wrong': printed, not traced."""
     from mugv.apps._config import AppError
+    from mugv.captioning import CaptioningError
     from mugv.data import DataError
     from mugv.dit import DiTError
     from mugv.dit.pipeline import PipelineError
     from mugv.infra import InfraError
+    from mugv.retrieval import RetrievalError
     from mugv.vae import VAEError
 
-    return (AppError, DataError, DiTError, InfraError, PipelineError, VAEError)
+    return (
+        AppError,
+        CaptioningError,
+        DataError,
+        DiTError,
+        InfraError,
+        PipelineError,
+        RetrievalError,
+        VAEError,
+    )
 
 
 def main(argv: Sequence[str] | None = None, commands: Sequence[str] = COMMANDS) -> int:
