@@ -40,7 +40,7 @@ example config (YAML; TOML works too):
     world: {seed: 0}                 # WorldConfig fields
     # jsonl: captions.jsonl          # source: jsonl: {"clip_name", "caption"} lines
     # root: videos/                  # folder of <clip_name>.mp4
-  recipe: {steps: 600, vtm_steps: 60, batch_size: 64, lr: 1.0e-3}   # mugv.retrieval Recipe
+  recipe: {steps: 1000, vtm_steps: 60, batch_size: 64, lr: 1.0e-3}   # mugv.retrieval Recipe
 """
 
 WORLD_DEFAULTS = {"num_frames": 8, "height": 32, "width": 32, "fps": 4.0}
