@@ -124,3 +124,12 @@ def test_gradients_reach_every_parameter(tiny_vae, video):
     recon, post = tiny_vae.train()(video[:1, :, 1:])
     (recon.mean() + post.kl().mean()).backward()
     assert all(p.grad is not None for p in tiny_vae.parameters())
+
+
+@pytest.mark.parametrize("name", ["small", "narrow"])
+def test_cpu_presets_keep_the_8x8x8_24_channel_shape(name):
+    vae = VideoVAE(CONFIGS[name]).eval()
+    video = torch.rand(1, 3, 17, 64, 64) * 2 - 1
+    latents = vae.encode(video)
+    assert latents.shape == (1, 24, 3, 8, 8)
+    assert vae.decode(latents, num_frames=17).shape == video.shape

@@ -24,7 +24,16 @@ from mugv.dit.rectified_flow import FlowConfig, RectifiedFlow
 from mugv.dit.text_encoder import HFTextEncoder
 from mugv.dit.train import LatentTextDataset, train_dit
 from mugv.infra import ShuffledBatches, TrainerConfig
-from mugv.vae import CONFIGS, VideoVAE, clips_to_batch, compute_latent_stats, train_vae
+from mugv.vae import (
+    CONFIGS,
+    LossConfig,
+    VAETrainConfig,
+    VideoVAE,
+    clips_to_batch,
+    compute_latent_stats,
+    fit_scaling_factor,
+    train_vae,
+)
 
 CURVE_POINTS = 60
 ORACLE_KEYS = ("colour_shape", "motion", "colour", "shape", "size", "all")
@@ -64,33 +73,96 @@ class _Curve:
             self.points.append((int(out.step), float(out.loss)))
 
 
-def train_vae_stage(world: SyntheticWorld, plan: DemoPlan, out: Path, info: Any) -> dict:
-    vae = VideoVAE(CONFIGS[plan.vae_config])
-    n = world.size("train")
+def _clip_pool(world: SyntheticWorld, count: int) -> torch.Tensor:
+    """The first ``count`` train clips as one uint8 (N, T, H, W, 3) tensor, rendered once."""
+    frames = [world.sample("train", i).clip.frames for i in range(count)]
+    return torch.from_numpy(np.stack(frames))
 
-    def fetch(indices: list[int]) -> dict[str, torch.Tensor]:
-        videos = clips_to_batch([world.sample("train", i).clip for i in indices])
-        images = clips_to_batch([world.image("train", i).clip for i in indices])[:, :, 0]
-        return {"video": videos, "image": images}
 
-    data = ShuffledBatches(n, plan.vae_batch, fetch, seed=1)
-    config = TrainerConfig(
-        steps=plan.vae_steps,
+def _to_video(pool: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, T, H, W, 3) -> float (N, 3, T, H, W) in [-1, 1]."""
+    return pool.permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+
+
+def _vae_trainer(plan: DemoPlan, out: Path, stage: str, steps: int) -> TrainerConfig:
+    return TrainerConfig(
+        steps=steps,
         lr=2e-3,
-        warmup_steps=min(20, plan.vae_steps),
-        checkpoint_dir=str(out / "checkpoints" / "vae"),
+        min_lr=1e-4,
+        warmup_steps=min(50, steps),
+        schedule="cosine",
+        betas=(0.9, 0.99),
+        grad_clip=1.0,
+        checkpoint_dir=str(out / "checkpoints" / f"vae-{stage}"),
         checkpoint_every=100,
         keep_last=1,
         log_every=50,
     )
-    curve = _Curve(plan.vae_steps)
-    train_vae(vae, data, config, info=info, on_step=curve)
+
+
+def train_vae_stage(world: SyntheticWorld, plan: DemoPlan, out: Path, info: Any) -> dict:
+    """The VAE in its two stages (SPEC: a spatial image autoencoder, then the temporal stage).
+
+    Stage 1 fits the 2D autoencoder on random ``plan.vae_crop`` crops of single frames (MSE);
+    the spatial features are then rescaled to unit variance (`fit_scaling_factor`); stage 2
+    freezes the spatial stage and fits the temporal one on whole clips, scored on the spatial
+    features it must give back. Both stages checkpoint and resume; stage 1's model is kept
+    under ``OUT/vae-spatial`` so a rerun goes straight to stage 2.
+    """
+    pool = _clip_pool(world, min(world.size("train"), plan.vae_pool))
+    rng = np.random.default_rng(1)
+    crop = min(plan.vae_crop, plan.height, plan.width)
+
+    def frames(indices: list[int]) -> dict[str, torch.Tensor]:
+        T, H, W = pool.shape[1:4]
+        t = torch.from_numpy(rng.integers(T, size=len(indices)))
+        y, x = (int(v) for v in rng.integers(0, [H - crop + 1, W - crop + 1]))
+        picked = pool[torch.tensor(indices), t, y : y + crop, x : x + crop]
+        return {"image": picked.permute(0, 3, 1, 2).float() / 127.5 - 1}
+
+    def clips(indices: list[int]) -> dict[str, torch.Tensor]:
+        return {"video": _to_video(pool[torch.tensor(indices)])}
+
+    curve = _Curve(plan.vae_spatial_steps + plan.vae_temporal_steps)
+    spatial_dir = out / "vae-spatial"
+    if (spatial_dir / "config.json").exists():
+        vae = VideoVAE.from_pretrained(spatial_dir)
+    else:
+        vae = VideoVAE(CONFIGS[plan.vae_config])
+        train_vae(
+            vae,
+            ShuffledBatches(len(pool), plan.vae_frame_batch, frames, seed=1),
+            _vae_trainer(plan, out, "spatial", plan.vae_spatial_steps),
+            info=info,
+            config=VAETrainConfig(
+                stage="spatial", loss=LossConfig(l1_weight=0, mse_weight=1, ssim_weight=0)
+            ),
+            on_step=curve,
+        )
+        vae.eval()
+        with torch.no_grad():
+            batches = (_to_video(pool[s : s + 8]) for s in range(0, min(32, len(pool)), 8))
+            vae = fit_scaling_factor(vae, batches)
+        vae.save_pretrained(spatial_dir)
+    offset = plan.vae_spatial_steps
+
+    def temporal_curve(step_out: Any) -> None:
+        curve.points.append((int(step_out.step) + offset, float(step_out.loss)))
+
+    train_vae(
+        vae.train(),
+        ShuffledBatches(len(pool), plan.vae_batch, clips, seed=2),
+        _vae_trainer(plan, out, "temporal", plan.vae_temporal_steps),
+        info=info,
+        config=VAETrainConfig(
+            stage="temporal",
+            loss=LossConfig(l1_weight=0, ssim_weight=0, feature_weight=1, kl_weight=1e-6),
+        ),
+        on_step=lambda o: temporal_curve(o) if o.step % curve.every == 0 else None,
+    )
     vae.eval()
     with torch.no_grad():
-        batches = (
-            clips_to_batch([world.sample("train", i).clip for i in range(s, min(s + 16, n))])
-            for s in range(0, min(128, n), 16)
-        )
+        batches = (_to_video(pool[s : s + 16]) for s in range(0, min(128, len(pool)), 16))
         compute_latent_stats(vae, batches)
     vae.save_pretrained(out / "vae")
     return {"curve": curve.points}

@@ -33,9 +33,16 @@ class DemoPlan:
     max_objects: int = 1
     train_clips: int = 1200
     test_prompts: int = 24
-    vae_config: str = "small"
-    vae_steps: int = 300
-    vae_batch: int = 8
+    # The VAE trains in two stages (mugv.vae.VAETrainConfig.stage): the spatial autoencoder on
+    # `vae_frame_batch` random `vae_crop`-pixel frame crops, then the temporal stage on
+    # `vae_batch` whole clips, from a pool of the first `vae_pool` train clips.
+    vae_config: str = "narrow"
+    vae_spatial_steps: int = 600
+    vae_temporal_steps: int = 300
+    vae_frame_batch: int = 16
+    vae_crop: int = 32
+    vae_batch: int = 4
+    vae_pool: int = 512
     dit_config: str = "tiny"
     dit_hidden: int = 96
     dit_depth: int = 4
@@ -62,8 +69,11 @@ PLANS = {
         train_clips=16,
         test_prompts=2,
         vae_config="tiny",
-        vae_steps=2,
+        vae_spatial_steps=2,
+        vae_temporal_steps=2,
+        vae_frame_batch=4,
         vae_batch=2,
+        vae_pool=16,
         dit_hidden=24,
         dit_depth=1,
         curriculum=(("images", 1, 2), ("short clips", 9, 2), ("clips", 17, 2)),
@@ -72,14 +82,16 @@ PLANS = {
     ),
     "fast": DemoPlan(
         train_clips=800,
-        vae_steps=200,
+        vae_spatial_steps=400,
+        vae_temporal_steps=200,
         curriculum=(("images", 1, 200), ("short clips", 9, 300), ("clips", 17, 800)),
     ),
     "standard": DemoPlan(),
     "full": DemoPlan(
         train_clips=3000,
         test_prompts=64,
-        vae_steps=1500,
+        vae_spatial_steps=1200,
+        vae_temporal_steps=1000,
         dit_hidden=144,
         curriculum=(("images", 1, 1000), ("short clips", 9, 2000), ("clips", 17, 6000)),
     ),
