@@ -29,8 +29,8 @@ import os
 import time
 
 import einops
-import numpy as np
 import torch
+from _bench_common import clip_tensor, fit_within
 
 from mugv.data.world import SyntheticWorld, WorldConfig
 from mugv.dit.config import dit_config
@@ -66,15 +66,6 @@ class SpaceToDepth:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         s = self.stride
         return einops.rearrange(latents, "b (c p q) t h w -> b c t (h p) (w q)", p=s, q=s)
-
-
-class TimeUp(Exception):
-    """Raised from the Trainer's on_step callback when the wall-time budget is spent."""
-
-
-def clip_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float (3, T, H, W) in [-1, 1]."""
-    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
 
 
 def random_degradation(video: torch.Tensor, gen: torch.Generator, fps: float) -> torch.Tensor:
@@ -194,17 +185,8 @@ def main() -> None:
             ),
             seed=args.seed,
         )
-        end = time.monotonic() + 60 * args.train_minutes
-
-        def on_step(out) -> None:
-            if time.monotonic() > end:
-                raise TimeUp
-
         t0 = time.perf_counter()
-        try:
-            trainer.fit(on_step)
-        except TimeUp:
-            log.info("wall-time budget of %.1f min spent", args.train_minutes)
+        fit_within(trainer.fit, args.train_minutes)
         train_s = time.perf_counter() - t0
         steps_done = trainer.step
         trainer.ema.copy_to(model)

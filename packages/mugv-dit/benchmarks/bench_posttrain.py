@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_enhance import SpaceToDepth, clip_tensor
+from _bench_common import clip_tensor, fit_within
+from bench_enhance import SpaceToDepth
 
 from mugv.data.oracle import Oracle
 from mugv.data.preference import oracle_labels
@@ -48,23 +49,6 @@ from mugv.infra.trainer import TrainerConfig
 
 log = logging.getLogger("bench_posttrain")
 FPS = 8.0
-
-
-class TimeUp(Exception):
-    """Raised from a Trainer's on_step callback when the wall-time budget is spent."""
-
-
-def fit_within(trainer, minutes: float) -> None:
-    end = time.monotonic() + 60 * minutes
-
-    def on_step(out) -> None:
-        if time.monotonic() > end:
-            raise TimeUp
-
-    try:
-        trainer.fit(on_step)
-    except TimeUp:
-        log.info("wall-time budget of %.1f min spent at step %d", minutes, trainer.step)
 
 
 class GradedOracle:
@@ -210,7 +194,7 @@ def main() -> None:
                 flow=flow,
             )
             t0 = time.perf_counter()
-            fit_within(trainer, args.sft_minutes)
+            fit_within(trainer.fit, args.sft_minutes)
             trainer.ema.copy_to(sft)
             results["sft"] = {"steps": trainer.step, "seconds": time.perf_counter() - t0}
             if args.sft_dir:
@@ -316,7 +300,7 @@ def main() -> None:
                     seed=seed,
                 )
                 t0 = time.perf_counter()
-                fit_within(tuner, args.dpo_minutes)
+                fit_within(tuner.fit, args.dpo_minutes)
                 tuner.ema.copy_to(model)
                 if variant == "lora":
                     merge_lora(model)

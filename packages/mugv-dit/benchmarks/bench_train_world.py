@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 import torch
+from _bench_common import clip_tensor, fit_within
 
 from mugv.data.oracle import Oracle
 from mugv.data.world import SceneSpec, SyntheticWorld, WorldConfig
@@ -45,29 +46,6 @@ from mugv.vae.train import train_vae
 
 log = logging.getLogger("bench_train_world")
 FRAMES, SIZE, FPS = 17, 64, 8.0
-
-
-class TimeUp(Exception):
-    """Raised from a Trainer's on_step callback when a phase's wall-time budget is spent."""
-
-
-def fit_within(fit, minutes: float) -> None:
-    """Run `fit(on_step)` until it finishes or `minutes` of wall time have passed."""
-    end = time.monotonic() + 60 * minutes
-
-    def on_step(out) -> None:
-        if time.monotonic() > end:
-            raise TimeUp
-
-    try:
-        fit(on_step)
-    except TimeUp:
-        log.info("wall-time budget of %.1f min spent", minutes)
-
-
-def clip_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float (3, T, H, W) in [-1, 1]."""
-    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
