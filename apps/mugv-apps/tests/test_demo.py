@@ -29,6 +29,12 @@ def test_demo_smoke_runs_every_stage_and_resumes(tmp_path, capsys):
     assert real[0]["all"] == 1.0  # the oracle reads the world's own clips exactly
     page = (out / "report.html").read_text()
     assert page.count("<video") == 4 and "<svg" in page
+    vae = json.loads((out / "stages" / "vae.json").read_text())
+    assert {k: len(v) > 0 for k, v in vae["curves"].items()} == {
+        "vae spatial loss": True,
+        "vae temporal loss": True,
+    }
+    assert "vae spatial loss" in page and "vae temporal loss" in page
     assert "http://" not in page and "https://" not in page
     assert "report:" in first
 

@@ -123,7 +123,8 @@ def train_vae_stage(world: SyntheticWorld, plan: DemoPlan, out: Path, info: Any)
     def clips(indices: list[int]) -> dict[str, torch.Tensor]:
         return {"video": _to_video(pool[torch.tensor(indices)])}
 
-    curve = _Curve(plan.vae_spatial_steps + plan.vae_temporal_steps)
+    # the two stages' losses measure different things (pixel MSE, feature error): two curves
+    spatial_curve, temporal_curve = _Curve(plan.vae_spatial_steps), _Curve(plan.vae_temporal_steps)
     spatial_dir = out / "vae-spatial"
     if (spatial_dir / "config.json").exists():
         vae = VideoVAE.from_pretrained(spatial_dir)
@@ -137,17 +138,13 @@ def train_vae_stage(world: SyntheticWorld, plan: DemoPlan, out: Path, info: Any)
             config=VAETrainConfig(
                 stage="spatial", loss=LossConfig(l1_weight=0, mse_weight=1, ssim_weight=0)
             ),
-            on_step=curve,
+            on_step=spatial_curve,
         )
         vae.eval()
         with torch.no_grad():
             batches = (_to_video(pool[s : s + 8]) for s in range(0, min(32, len(pool)), 8))
             vae = fit_scaling_factor(vae, batches)
         vae.save_pretrained(spatial_dir)
-    offset = plan.vae_spatial_steps
-
-    def temporal_curve(step_out: Any) -> None:
-        curve.points.append((int(step_out.step) + offset, float(step_out.loss)))
 
     train_vae(
         vae.train(),
@@ -158,14 +155,19 @@ def train_vae_stage(world: SyntheticWorld, plan: DemoPlan, out: Path, info: Any)
             stage="temporal",
             loss=LossConfig(l1_weight=0, ssim_weight=0, feature_weight=1, kl_weight=1e-6),
         ),
-        on_step=lambda o: temporal_curve(o) if o.step % curve.every == 0 else None,
+        on_step=temporal_curve,
     )
     vae.eval()
     with torch.no_grad():
         batches = (_to_video(pool[s : s + 16]) for s in range(0, min(128, len(pool)), 16))
         compute_latent_stats(vae, batches)
     vae.save_pretrained(out / "vae")
-    return {"curve": curve.points}
+    return {
+        "curves": {
+            "vae spatial loss": spatial_curve.points,
+            "vae temporal loss": temporal_curve.points,
+        }
+    }
 
 
 def load_vae(out: Path) -> VideoVAE:

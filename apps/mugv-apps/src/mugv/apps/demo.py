@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         vae_result = stages.run("vae", lambda: steps.train_vae_stage(world, plan, out, info))
         vae = steps.load_vae(out)
         encoder = steps.text_encoder()
-        curves = {"vae loss": vae_result["curve"]}
+        curves = dict(vae_result["curves"])
         for name, frames, n_steps in plan.curriculum:
             stage = f"dit {name}"
             train = functools.partial(
