@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mugv.apps._latent_data import stage_dataset, world_latents
 from mugv.apps._report import GeneratedVideo
 from mugv.apps.demo import DemoPlan
 from mugv.data.oracle import Oracle
@@ -22,7 +23,7 @@ from mugv.dit import MUGDiT, dit_config
 from mugv.dit.pipeline import GenerationConfig, Pipeline, video_to_clips
 from mugv.dit.rectified_flow import FlowConfig, RectifiedFlow
 from mugv.dit.text_encoder import HFTextEncoder
-from mugv.dit.train import LatentTextDataset, train_dit
+from mugv.dit.train import train_dit
 from mugv.infra import ShuffledBatches, TrainerConfig
 from mugv.vae import (
     CONFIGS,
@@ -186,28 +187,6 @@ def load_dit(out: Path) -> MUGDiT:
     return MUGDiT.from_pretrained(_dit_dirs(out)[-1]).eval()
 
 
-@torch.no_grad()
-def _encode_split(
-    world: SyntheticWorld, vae: VideoVAE, encoder: HFTextEncoder, count: int, frames: int
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(latents, text features): one row per (clip, caption paraphrase)."""
-    latents, texts, rows = [], [], []
-    for start in tqdm(range(0, count, 16), desc=f"encode {frames}-frame clips", leave=False):
-        items = [
-            world.image("train", i) if frames == 1 else world.sample("train", i)
-            for i in range(start, min(start + 16, count))
-        ]
-        clips = [item.clip for item in items]
-        batch = clips_to_batch(clips)[:, :, :frames]  # (B, 3, T, H, W)
-        latents.append(vae.encode(batch))
-        captions = [(start + k, c) for k, item in enumerate(items) for c in item.captions]
-        tokens, mask = encoder.encode([c for _, c in captions])  # one batch per chunk
-        for j, (row, _) in enumerate(captions):
-            rows.append(row)
-            texts.append(tokens[j, mask[j]])
-    return torch.cat(latents)[rows], texts
-
-
 def train_dit_stage(
     world: SyntheticWorld,
     vae: VideoVAE,
@@ -232,8 +211,13 @@ def train_dit_stage(
             depth=plan.dit_depth,
         )
         model = MUGDiT(config)
-    latents, texts = _encode_split(world, vae, encoder, plan.train_clips, frames)
-    dataset = LatentTextDataset(latents, texts, plan.fps, height=plan.height, width=plan.width)
+    clips = world_latents(world, vae, encoder, frames, progress=f"encode {frames}-frame clips")
+    dataset, summary = stage_dataset(
+        clips,
+        where=f"demo {name}",
+        latent_frames=None,
+        spatial_stride=vae.config.spatial_downsample,
+    )
     slug = name.replace(" ", "-")
     config = TrainerConfig(
         steps=steps,
@@ -253,7 +237,7 @@ def train_dit_stage(
     trainer.fit(curve)
     trainer.ema.copy_to(model)
     model.save_pretrained(out / "dit" / f"stage-{len(previous)}-{slug}")
-    return {"curve": curve.points, "pairs": len(dataset), "latent_shape": list(latents.shape[1:])}
+    return {"curve": curve.points, "pairs": len(dataset), "latent_shape": summary["latent_shape"]}
 
 
 def _uint8(video: torch.Tensor) -> np.ndarray:

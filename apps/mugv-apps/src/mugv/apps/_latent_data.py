@@ -71,19 +71,26 @@ def read_latent_shards(folder: str, fps: float | None) -> LatentClips:
 
 
 @torch.no_grad()
-def world_latents(world: Any, vae: Any, encoder: Any, frames: int) -> LatentClips:
-    """Encode the world's training split (stills when ``frames == 1``) with the VAE."""
+def world_latents(
+    world: Any, vae: Any, encoder: Any, frames: int, progress: str | None = None
+) -> LatentClips:
+    """Encode the first ``frames`` frames of the world's training split (stills when
+    ``frames == 1``) with the VAE; ``progress`` names a progress bar over the chunks."""
+    from tqdm import tqdm
+
     from mugv.vae import clips_to_batch
 
     clips = LatentClips()
     device = next(vae.parameters()).device
     n = world.size("train")
-    for start in range(0, n, 16):
+    starts = range(0, n, 16)
+    for start in tqdm(starts, desc=progress, leave=False) if progress else starts:
         items = [
             world.image("train", i) if frames == 1 else world.sample("train", i)
             for i in range(start, min(start + 16, n))
         ]
-        latents = vae.encode(clips_to_batch([it.clip for it in items]).to(device)).cpu()
+        video = clips_to_batch([it.clip for it in items])[:, :, :frames]  # (B, 3, T, H, W)
+        latents = vae.encode(video.to(device)).cpu()
         captions = [c for it in items for c in it.captions]
         tokens, mask = encoder.encode(captions)  # (N, L, D), (N, L): one batch per chunk
         row = 0
