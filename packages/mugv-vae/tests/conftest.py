@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -13,10 +15,13 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture
-def tiny_vae() -> VideoVAE:
+@pytest.fixture(params=[False, True], ids=["convs", "linear-shortcut"])
+def tiny_vae(request) -> VideoVAE:
+    """The tiny preset, with and without the temporal stage's linear shortcut."""
     torch.manual_seed(0)
-    return VideoVAE(CONFIGS["tiny"]).eval()
+    config = CONFIGS["tiny"]
+    temporal = dataclasses.replace(config.temporal, linear_shortcut=request.param)
+    return VideoVAE(dataclasses.replace(config, temporal=temporal)).eval()
 
 
 @pytest.fixture

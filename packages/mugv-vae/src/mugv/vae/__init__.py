@@ -7,7 +7,12 @@ from mugv.vae.encode import EncodeReport, encode_shards
 from mugv.vae.frames import clips_to_batch, tensor_to_frames, video_to_tensor
 from mugv.vae.losses import LossConfig, PatchDiscriminator3D, psnr, ssim
 from mugv.vae.model import LatentCodec, VideoVAE
-from mugv.vae.stats import RunningStats, compute_latent_stats, fit_scaling_factor
+from mugv.vae.stats import (
+    RunningStats,
+    compute_latent_stats,
+    fit_linear_shortcut,
+    fit_scaling_factor,
+)
 from mugv.vae.train import VAETrainConfig, VAETrainModule, make_step_fn, train_vae
 
 __version__ = "0.1.0"
@@ -34,6 +39,7 @@ __all__ = [
     "compute_latent_stats",
     "convert_state_dict",
     "encode_shards",
+    "fit_linear_shortcut",
     "fit_scaling_factor",
     "load_authors_checkpoint",
     "make_step_fn",

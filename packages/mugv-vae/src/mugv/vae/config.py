@@ -77,6 +77,14 @@ class TemporalConfig:
     # bias), so sampled latents carry the signal from step 0; starting at std 1 the decoder
     # learns to ignore the noise-swamped latents (posterior collapse).
     init_logvar: float = -6.0
+    # A learned linear path from each group's (in_channels x 8) features straight to the
+    # latent mean, and from the latent back to the 8 frames' features, added to the conv
+    # stacks' outputs (the residual-autoencoding idea of DC-AE, Chen et al. 2024, applied to
+    # time). On the synthetic world a per-position linear (PCA) codec already keeps 98.8% of the
+    # feature variance in 24 channels and decodes to within 0.2 dB of the spatial stage alone;
+    # the conv stacks then learn only what is not linear. `fit_linear_shortcut` starts it at
+    # that PCA codec. Off in ``reference``: the published model has no such path.
+    linear_shortcut: bool = False
 
     def __post_init__(self) -> None:
         if len(self.channel_multipliers) < 2:
@@ -181,6 +189,7 @@ CONFIGS: dict[str, VAEConfig] = {
             num_res_blocks=1,
             channel_multipliers=(1, 2, 2, 2),
             norm_groups=8,
+            linear_shortcut=True,
         ),
     ),
     # Unit tests: a few thousand parameters, 16-32 px inputs.

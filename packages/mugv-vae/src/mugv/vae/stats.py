@@ -11,7 +11,9 @@ from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
+from einops import rearrange
 
+from mugv.vae._errors import VAEConfigError
 from mugv.vae.model import VideoVAE
 
 
@@ -94,3 +96,64 @@ def fit_scaling_factor(vae: VideoVAE, videos: Iterable[torch.Tensor]) -> VideoVA
     model = VideoVAE(dataclasses.replace(vae.config, spatial=spatial)).to(vae.latent_mean.device)
     model.load_state_dict(vae.state_dict())
     return model.train(vae.training)
+
+
+@torch.no_grad()
+def fit_linear_shortcut(vae: VideoVAE, videos: Iterable[torch.Tensor]) -> VideoVAE:
+    """Start ``vae``'s temporal stage (in place) as the PCA codec of its spatial features.
+
+    Needs ``TemporalConfig.linear_shortcut``. Each 8-frame group at each latent position is a
+    vector of ``C_mid x 8`` spatial features; the top ``latent_channels`` principal components
+    of those vectors over ``videos`` (each (B, 3, T, H, W) in [-1, 1]; ranks' statistics are
+    merged) become the encoder shortcut (projection, whitened to unit variance) and the decoder
+    shortcut (the transpose, re-scaled, plus the mean). The quant convs start as identities and
+    both conv stacks' output convs at zero, so the untrained temporal stage *is* that codec and
+    training only adds the nonlinear part. Call after the spatial stage is trained and its
+    scaling factor fitted. Returns ``vae``.
+    """
+    enc, dec = vae.temporal_encoder, vae.temporal_decoder
+    if enc.shortcut is None:
+        raise VAEConfigError(
+            "fit_linear_shortcut needs TemporalConfig.linear_shortcut=True (the 'small' and "
+            "'narrow' presets have it; 'reference' does not)"
+        )
+    g, latent = vae.config.group_frames, vae.latent_channels
+    dim = enc.shortcut.in_channels
+    if latent > dim:
+        raise VAEConfigError(
+            f"fit_linear_shortcut: {latent} latent channels exceed the {dim} values of a "
+            "feature group"
+        )
+    count = torch.zeros((), dtype=torch.float64)
+    total = torch.zeros(dim, dtype=torch.float64)
+    outer = torch.zeros(dim, dim, dtype=torch.float64)
+    for video in videos:
+        feats = vae.spatial_features(video)  # (B, C_mid, 8t, h, w)
+        x = rearrange(feats, "B C (t g) h w -> (B t h w) (C g)", g=g).double()
+        count += x.shape[0]
+        total += x.sum(0)
+        outer += x.T @ x
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for t in (count, total, outer):
+            dist.all_reduce(t)
+    if count < 2:
+        raise VAEConfigError("fit_linear_shortcut needs at least two feature groups of data")
+    mean = total / count
+    cov = (outer - count * torch.outer(mean, mean)) / (count - 1)
+    variances, vectors = torch.linalg.eigh(cov)  # ascending
+    top = vectors[:, -latent:].flip(1).T  # (latent, dim), largest variance first
+    std = variances[-latent:].flip(0).clamp(min=1e-12).sqrt()  # (latent,)
+    project = top / std[:, None]  # latents of unit variance
+    enc.shortcut.weight.copy_(project.view(latent, dim, 1, 1, 1))
+    enc.shortcut.bias.copy_(-(project @ mean))
+    dec.shortcut.weight.copy_((top.T * std).view(dim, latent, 1, 1, 1))
+    dec.shortcut.bias.copy_(mean)
+    for conv in (vae.quant_conv, vae.post_quant_conv):
+        n = conv.weight.shape[0]
+        conv.weight.copy_(torch.eye(n).view(n, n, 1, 1, 1))
+        conv.bias.zero_()
+    vae.quant_conv.bias[latent:].fill_(vae.config.temporal.init_logvar)
+    for out in (enc.conv_out, dec.conv_out):
+        out.weight.zero_()
+        out.bias.zero_()
+    return vae

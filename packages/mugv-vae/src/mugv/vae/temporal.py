@@ -90,8 +90,20 @@ class TemporalEncoder(nn.Module):
         self.mid = _res_stack([prev] * (n + 1), g)
         self.norm_out = nn.GroupNorm(g, prev)
         self.conv_out = CausalConv3d(prev, 2 * config.latent_channels, 1, bias=True)
+        self.shortcut = (
+            nn.Conv3d(config.in_channels * config.downsample, config.latent_channels, 1)
+            if config.linear_shortcut
+            else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        moments = self._convs(x)
+        if self.shortcut is None:
+            return moments
+        mean = self.shortcut(rearrange(x, "G C g h w -> G (C g) 1 h w"))  # (G, latent, 1, h, w)
+        return moments + torch.cat([mean, torch.zeros_like(mean)], dim=1)
+
+    def _convs(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(x)  # (G, filters, 8, h, w)
         for i, level in enumerate(self.levels):
             for block in level:
@@ -129,8 +141,21 @@ class TemporalDecoder(nn.Module):
         self.levels.extend(reversed(stacks))
         self.norm_out = nn.GroupNorm(g, prev)
         self.conv_out = CausalConv3d(prev, config.in_channels, 3, bias=True)
+        self.group = config.downsample
+        self.shortcut = (
+            nn.Conv3d(config.latent_channels, config.in_channels * config.downsample, 1)
+            if config.linear_shortcut
+            else None
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        feats = self._convs(z)
+        if self.shortcut is None:
+            return feats
+        linear = rearrange(self.shortcut(z), "B (C g) t h w -> B C (t g) h w", g=self.group)
+        return feats + linear
+
+    def _convs(self, z: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(z)  # (B, top, t, h, w)
         for block in self.mid:
             x = block(x)
