@@ -1,5 +1,6 @@
 """Parallelism is exact: TP=2 == TP=1 and DP=2 (half batch each) == DP=1, on Megatron layers;
-a checkpoint saved at TP=2 loads at TP=1."""
+a checkpoint saved at TP=2 loads at TP=1; data-parallel replicas draw different noise, the
+tensor-parallel ranks of one replica the same."""
 
 import functools
 
@@ -8,7 +9,14 @@ import torch
 from _infra_models import TinyRegressor, regression_data, regression_step, tiny_config
 from safetensors.torch import load_file
 
-from mugv.infra import ParallelConfig, ShuffledBatches, Trainer, TrainerConfig, single_process
+from mugv.infra import (
+    ParallelConfig,
+    ShuffledBatches,
+    Trainer,
+    TrainerConfig,
+    manual_seed,
+    single_process,
+)
 from mugv.infra.checkpoint import gather_full
 from mugv.infra.parallel import DistInfo, dist_info
 from mugv.infra.testing import run_ranks
@@ -125,3 +133,44 @@ def test_dp2_with_half_batches_matches_dp1(reference):
             assert _close_params(rank["params"][name], value), name
     for name in reference["params"]:  # replicas stay identical
         assert torch.equal(ranks[0]["params"][name], ranks[1]["params"][name])
+
+
+def _drawing_step(model, batch):
+    """The regression loss plus one draw of the default generator, reported as a metric."""
+    return regression_step(model, batch), {"draw": float(torch.rand(()))}
+
+
+def _draws(info: DistInfo, steps: int, ckpt: str | None = None) -> list[float]:
+    manual_seed(0)  # every run builds the same model from the same shared stream
+    model = TinyRegressor(tiny_config())
+    x, y = regression_data(80)
+    data = ShuffledBatches(
+        80, 4, lambda idx: (x[idx], y[idx]), data_rank=info.data_rank, data_size=info.data_size
+    )
+    config = TrainerConfig(steps=steps, checkpoint_dir=ckpt, checkpoint_every=2 if ckpt else 0)
+    trainer = Trainer(model, _drawing_step, data, config, info=info)
+    draws = []
+    trainer.fit(lambda out: draws.append(out.metrics["draw"]))
+    return draws
+
+
+def _rank_draws(ckpt: str) -> dict:
+    info = dist_info()
+    whole = _draws(info, 4)
+    _draws(info, 2, ckpt)  # stops after step 2 with a checkpoint
+    resumed = _draws(info, 4, ckpt)  # steps 3 and 4 from it
+    return {"whole": whole, "resumed": resumed}
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("layout", ["data", "tensor"])
+def test_replicas_draw_apart_and_model_parallel_ranks_alike(layout, tmp_path):
+    parallel = ParallelConfig(tensor=2) if layout == "tensor" else ParallelConfig()
+    ranks = run_ranks(_rank_draws, world_size=2, parallel=parallel, ckpt=str(tmp_path / "ckpt"))
+    first, second = (r["whole"] for r in ranks)
+    if layout == "data":  # two replicas: their noise must differ at every step
+        assert all(a != b for a, b in zip(first, second))
+    else:  # one replica split over TP: both ranks must see the same noise
+        assert first == second
+    for rank in ranks:  # the forked streams are checkpointed: resume is bitwise
+        assert rank["resumed"] == rank["whole"][2:]

@@ -7,7 +7,13 @@ from mugv.infra._errors import (
     InfraError,
     RankError,
 )
-from mugv.infra._rng import CpuRNGStatesTracker, get_rng_state, manual_seed, set_rng_state
+from mugv.infra._rng import (
+    CpuRNGStatesTracker,
+    fork_data_parallel_rng,
+    get_rng_state,
+    manual_seed,
+    set_rng_state,
+)
 from mugv.infra.checkpoint import (
     CheckpointManager,
     complete_checkpoints,
@@ -59,6 +65,7 @@ __all__ = [
     "destroy_distributed",
     "dist_info",
     "export_safetensors",
+    "fork_data_parallel_rng",
     "get_rng_state",
     "global_names",
     "init_distributed",

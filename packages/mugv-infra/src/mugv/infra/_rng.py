@@ -85,6 +85,22 @@ def manual_seed(seed: int) -> None:
     mcore_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
 
 
+def fork_data_parallel_rng(data_rank: int) -> None:
+    """Reseeds the default torch generators (CPU and CUDA) apart per data-parallel replica.
+
+    `manual_seed` gives every rank the same default stream, which model building needs (each
+    replica draws the same initial weights, each tensor-parallel rank the same full weight).
+    Training draws (diffusion t and noise, dropout) must instead differ between replicas, or
+    DP ranks repeat each other's noise on their different samples; and they must agree within
+    a replica, since its tensor-, context- and pipeline-parallel ranks compute one sample
+    together. So one value is drawn from the shared stream and the replica's seed is that
+    value plus its data-parallel rank: equal on the ranks of a replica, apart across replicas.
+    The Trainer calls this once the model is built; checkpoints keep the forked states.
+    """
+    base = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+    torch.manual_seed(base + data_rank)
+
+
 def get_rng_state() -> dict[str, Any]:
     """Every generator's state on this rank, as tensors and ints (`weights_only` loadable)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from mugv.infra._errors import ConfigError, DistributedError
-from mugv.infra._rng import get_rng_state, set_rng_state
+from mugv.infra._rng import fork_data_parallel_rng, get_rng_state, set_rng_state
 from mugv.infra.checkpoint import CheckpointManager, export_safetensors, latest_checkpoint
 from mugv.infra.data_parallel import make_data_parallel
 from mugv.infra.ema import EMA
@@ -156,7 +156,9 @@ class Trainer:
     `info` is what `init_distributed`/`single_process` returned. The model must already be on
     `info.device` with its parallel layout (at `pipeline > 1`: this rank's stage, following
     Megatron's stage contract, see `mugv.infra.pipeline`). With `config.recompute`, the model
-    must offer `set_activation_recompute(bool)`.
+    must offer `set_activation_recompute(bool)`. At data-parallel size > 1 the constructor
+    forks the default torch generators per replica (`fork_data_parallel_rng`): `step_fn`'s
+    random draws differ between replicas and agree within one.
     """
 
     def __init__(
@@ -234,6 +236,8 @@ class Trainer:
             device=info.device,
             recompute=config.recompute,
         )
+        if info.data_size > 1:  # replicas draw apart from here on (the model is built)
+            fork_data_parallel_rng(info.data_rank)
         self._tb = None
         if config.tensorboard_dir and info.is_main:
             from torch.utils.tensorboard import SummaryWriter
