@@ -27,10 +27,26 @@ class RecordingModel(nn.Module):
         self.calls: list[dict] = []
 
     def forward(
-        self, x, timestep, text, text_mask, fps, cond_mask=None, frame_index=None, drop_text=None
+        self,
+        x,
+        timestep,
+        text,
+        text_mask,
+        fps,
+        cond_mask=None,
+        frame_index=None,
+        drop_text=None,
+        num_frames=None,
     ):
         self.calls.append(
-            dict(x=x.clone(), t=timestep, cond=cond_mask, drop=drop_text, index=frame_index)
+            dict(
+                x=x.clone(),
+                t=timestep,
+                cond=cond_mask,
+                drop=drop_text,
+                index=frame_index,
+                frames=num_frames,
+            )
         )
         return self.proj(x)
 
@@ -159,17 +175,18 @@ def test_joint_tasks_weights_and_logging():
         generator=torch.Generator().manual_seed(0),
     )
     assert set(logs) == {"loss/t2i", "loss/t2v", "loss/i2v", "loss/frames"}
-    shapes = sorted(c["x"].shape[2] for c in model.calls)
-    assert shapes == [1, 4]  # one image forward (t2i, frame 0 only) and one video forward
-    video = next(c for c in model.calls if c["x"].shape[2] == 4)
-    per_row = video["cond"].sum(1)
-    assert per_row.min() == 0 and per_row.max() < 4  # some t2v rows; never all frames conditioned
-    drops = torch.cat([c["drop"] for c in model.calls])
-    assert 0 < drops.float().mean() < 1
-    # The total is the task-weighted mean of the per-task losses.
-    counts = {}
+    (call,) = model.calls  # one forward for the whole batch (a pipeline stage needs that)
     g = torch.Generator().manual_seed(0)
     tasks = flow.sample_tasks(b, 4, g)
+    image = torch.tensor([k == "t2i" for k in tasks])
+    assert call["x"].shape[2] == 4  # t2i keeps frame 0, its other frames are padding
+    assert torch.equal(call["frames"], torch.where(image, 1, 4))
+    per_row = call["cond"].sum(1)
+    assert per_row[image].max() == 0  # images have no conditioning frame
+    assert per_row.min() == 0 and per_row.max() < 4  # some t2v rows; never all frames conditioned
+    assert 0 < call["drop"].float().mean() < 1
+    # The total is the task-weighted mean of the per-task losses.
+    counts = {}
     for k in tasks:
         counts[k] = counts.get(k, 0) + 1
     expected = sum(cfg.task_weights[k] * n * logs[f"loss/{k}"] for k, n in counts.items()) / b
@@ -192,7 +209,7 @@ def test_config_errors():
         FlowConfig(task_probs={"t2v": 1.0}, task_weights={"t2i": 1.0})
 
 
-def test_frame_index_reaches_the_model_per_group():
+def test_frame_index_reaches_the_model():
     model = RecordingModel()
     flow = RectifiedFlow(FlowConfig(task_probs={"t2i": 1.0, "t2v": 1.0}, text_dropout=0.0))
     b = 16

@@ -22,13 +22,26 @@ class TinyVelocityNet(nn.Module):
         self.out = nn.Conv3d(32, channels, 3, padding=1)
 
     def forward(
-        self, x, timestep, text, text_mask, fps, cond_mask=None, frame_index=None, drop_text=None
+        self,
+        x,
+        timestep,
+        text,
+        text_mask,
+        fps,
+        cond_mask=None,
+        frame_index=None,
+        drop_text=None,
+        num_frames=None,
     ):
+        # Padding frames (after num_frames) are zeroed, as the convs' own zero padding would be.
+        b, _, frames = x.shape[:3]
+        count = torch.full((b,), frames) if num_frames is None else num_frames
+        real = (torch.arange(frames) < count[:, None]).float().view(b, 1, frames, 1, 1)
         t = timestep.view(-1, 1, 1, 1, 1).expand(-1, 1, *x.shape[2:])
         pooled = (text * text_mask[..., None]).sum(1) / text_mask.sum(1, keepdim=True)
         pooled = torch.where(drop_text[:, None], torch.zeros_like(pooled), pooled)
-        h = self.inp(torch.cat([x, t], 1)) + self.text(pooled).view(x.shape[0], -1, 1, 1, 1)
-        return self.out(torch.nn.functional.gelu(h))
+        h = self.inp(torch.cat([x, t], 1) * real) + self.text(pooled).view(x.shape[0], -1, 1, 1, 1)
+        return self.out(torch.nn.functional.gelu(h) * real) * real
 
 
 def make_dataset(n: int = 16) -> LatentTextDataset:

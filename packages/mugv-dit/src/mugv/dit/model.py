@@ -72,6 +72,7 @@ class MUGDiTLayer(MegatronModule):
         super().__init__(config=config)
         d = config.hidden_size
         self.eps, self.sharding = eps, sharding
+        self.layer_number = layer_number  # global, 1-based: names the block in checkpoints
         self.self_attention = Attention(
             config, submodules.self_attention, layer_number, sharding, cross=False, eps=eps
         )
@@ -127,6 +128,20 @@ class FinalLayer(nn.Module):
         return self.linear(x)  # (S, B, patch volume * C)
 
 
+def real_tokens_first(real: Tensor, length: int, padded: int) -> Tensor:
+    """(B, S_pad) order that moves each sample's padding frames behind its end token.
+
+    The natural sequence is [start, N video tokens, end, pad]; a sample with only `real[b]`
+    real video tokens becomes [start, its real tokens, end, its padding tokens, pad], so every
+    sample's ignored keys form a suffix (what TransformerEngine's padding masks can express).
+    `sequence.gather(1, order)` reorders; identity for a sample whose tokens are all real.
+    """
+    i = torch.arange(padded, device=real.device)[None]  # (1, S_pad)
+    n = real[:, None]  # (B, 1)
+    end = length - 1
+    return torch.where(i <= n, i, torch.where(i == n + 1, end, torch.where(i <= end, i - 1, i)))
+
+
 def megatron_config(config: DiTConfig, params_dtype: torch.dtype) -> TransformerConfig:
     """The Megatron `TransformerConfig` of a MUGDiT on the current parallel state.
 
@@ -163,7 +178,9 @@ class MUGDiT(PretrainedMixin, VisionModule):
     `pre_process`/`post_process` (default: from the pipeline rank) say whether this stage
     embeds the latents and whether it runs the final layer; a later stage takes its hidden
     states from `set_input_tensor`. The conditioning embedders (t, fps, text) are replicated
-    on every stage (their gradients must be summed over the pipeline group).
+    on every stage: their parameters carry Megatron's `pipeline_parallel` mark and the config
+    `has_cond_embedder`, so the Trainer's data-parallel layer (plain or Megatron's
+    `finalize_model_grads`) sums their gradients over the pipeline group.
     """
 
     def __init__(
@@ -203,6 +220,10 @@ class MUGDiT(PretrainedMixin, VisionModule):
         self.fps_embedder = TimestepEmbedder(d, config.freq_dim)
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
         self.y_embedder = CaptionEmbedder(config.text_dim, d, config.text_len, config.norm_eps)
+        for embedder in (self.t_embedder, self.fps_embedder, self.t_block, self.y_embedder):
+            for param in embedder.parameters():
+                param.pipeline_parallel = True  # replicated on every stage
+        mcfg.has_cond_embedder = True  # read by Megatron's finalize_model_grads
         spec = spec or default_spec()
         self.blocks = nn.ModuleList(
             build_module(
@@ -245,7 +266,9 @@ class MUGDiT(PretrainedMixin, VisionModule):
         all ranks; recomputation not counted). Training ~ 3x this."""
         return dit_forward_flops(self.dit, T, H, W, L)
 
-    def _check(self, x, timestep, text, text_mask, fps, cond_mask, frame_index, drop_text):
+    def _check(
+        self, x, timestep, text, text_mask, fps, cond_mask, frame_index, drop_text, num_frames
+    ):
         cfg = self.dit
         if x.dim() != 5 or x.shape[1] != cfg.in_channels:
             raise DiTError(
@@ -264,6 +287,7 @@ class MUGDiT(PretrainedMixin, VisionModule):
             "cond_mask": (cond_mask, (b, t)),
             "frame_index": (frame_index, (b, t)),
             "drop_text": (drop_text, (b,)),
+            "num_frames": (num_frames, (b,)),
         }
         for name, (value, shape) in expected.items():
             if value is not None and tuple(value.shape) != shape:
@@ -273,6 +297,14 @@ class MUGDiT(PretrainedMixin, VisionModule):
         if text.dim() != 3 or text.shape[0] != b or text.shape[2] != cfg.text_dim:
             raise DiTError(
                 f"text must be (B={b}, L, text_dim={cfg.text_dim}), got {tuple(text.shape)}"
+            )
+        if num_frames is not None and (
+            bool(((num_frames < 1) | (num_frames > t)).any())
+            or bool((num_frames % cfg.patch_size[0]).any())
+        ):
+            raise DiTError(
+                f"num_frames must count 1..{t} real frames per sample, in whole temporal "
+                f"patches of {cfg.patch_size[0]}; got {num_frames.tolist()}"
             )
         if drop_text is not None and text.shape[1] > cfg.text_len:
             raise DiTError(
@@ -290,12 +322,19 @@ class MUGDiT(PretrainedMixin, VisionModule):
         cond_mask: Tensor | None = None,
         frame_index: Tensor | None = None,
         drop_text: Tensor | None = None,
+        num_frames: Tensor | None = None,
     ) -> Tensor:
         """Velocity (B, C, T, H, W); on a non-final pipeline stage, hidden states (s, B, d).
 
         timestep: (B,) rectified-flow t in [0, 1], embedded as t * `timestep_scale`.
+        num_frames: (B,) real latent frames per sample (default: all T). The frames after them
+        are padding, so clips of different lengths (an image among videos) share one forward:
+        no real token attends to them, the end token follows the last real frame, and their
+        velocity is 0. Each sample gives the output it would give alone, cropped.
         """
-        self._check(x, timestep, text, text_mask, fps, cond_mask, frame_index, drop_text)
+        self._check(
+            x, timestep, text, text_mask, fps, cond_mask, frame_index, drop_text, num_frames
+        )
         cfg, shard = self.dit, self.sharding
         pt, ph, pw = cfg.patch_size
         b, _, t, h, w = x.shape
@@ -308,28 +347,42 @@ class MUGDiT(PretrainedMixin, VisionModule):
         t_mod, t0_emb, t0_mod, cond = self.t_block(t_emb), None, None, None  # (B, 6d)
         length = tt * ht * wt + 2
         padded = math.ceil(length / shard.pad_multiple) * shard.pad_multiple
+        if num_frames is not None and bool((num_frames < t).any()):
+            real = (num_frames.to(x.device) // pt) * ht * wt  # (B,) real video tokens
+            order = real_tokens_first(real, length, padded)  # (B, S_pad)
+        else:
+            real, order = None, None
         if cond_mask is not None:
             t0_emb = self.t_embedder(torch.zeros_like(timestep)) + fps_emb
             t0_mod = self.t_block(t0_emb)
             cond = cond_mask[:, ::pt].bool().repeat_interleave(ht * wt, dim=1)  # (B, N)
-            cond = F.pad(cond, (1, padded - length + 1)).T  # (S_pad, B)
+            cond = F.pad(cond, (1, padded - length + 1))  # (B, S_pad)
+            cond = (cond if order is None else cond.gather(1, order)).T  # (S_pad, B)
         y, y_mask = self.y_embedder(text.to(dtype), text_mask.bool(), drop_text)  # (B, L, d)
         text_attn_mask = None if bool(y_mask.all()) else ~y_mask[:, None, None, :]
-        positions = video_positions(frame_index[:, ::pt] // pt, ht, wt, cfg.max_frames)
+        frames = None if real is None else num_frames.to(x.device) // pt
+        positions = video_positions(frame_index[:, ::pt] // pt, ht, wt, cfg.max_frames, frames)
         positions = F.pad(positions, (0, 0, 0, padded - length))  # (B, S_pad, 3)
+        if order is not None:
+            positions = positions.gather(1, order[..., None].expand(-1, -1, 3))
         cp_idx = shard.cp_indices(padded).to(x.device)
         angles = rope_angles(
             positions[:, cp_idx].transpose(0, 1)[:, :, None, None], cfg.head_dim, cfg.rope_theta
         )  # (s_cp, B, 1, 1, D/2): broadcast over heads and (q, k)
         rope = rope_rotation(angles, dtype)
-        self_mask = None
-        if padded > length:
+        self_mask = None  # (B, 1, 1, S_pad) True = ignored key: each sample's tail
+        if real is not None:
+            keys = torch.arange(padded, device=x.device)
+            self_mask = (keys >= real[:, None] + 2).view(b, 1, 1, padded)
+        elif padded > length:
             keys = torch.arange(padded, device=x.device) >= length
             self_mask = keys.view(1, 1, 1, padded).expand(b, -1, -1, -1)
         if self.pre_process:
             tokens = self.x_embedder(x.to(dtype))  # (B, N, d)
             ends = [self.start_token.expand(b, 1, -1), tokens, self.end_token.expand(b, 1, -1)]
-            seq = F.pad(torch.cat(ends, dim=1), (0, 0, 0, padded - length))
+            seq = F.pad(torch.cat(ends, dim=1), (0, 0, 0, padded - length))  # (B, S_pad, d)
+            if order is not None:
+                seq = seq.gather(1, order[..., None].expand_as(seq))
             hidden = shard.shard(seq.transpose(0, 1).contiguous())  # (s, B, d)
         else:
             hidden = self.input_tensor
@@ -351,8 +404,12 @@ class MUGDiT(PretrainedMixin, VisionModule):
         if not self.post_process:
             return hidden
         hidden = shard.unshard(hidden)  # (S_pad, B, d)
-        out = self.final_layer(hidden, t_emb, t0_emb, cond)  # (S_pad, B, pv*C)
-        out = out[1 : length - 1].transpose(0, 1)  # (B, N, pv*C)
+        out = self.final_layer(hidden, t_emb, t0_emb, cond).transpose(0, 1)  # (B, S_pad, pv*C)
+        if order is not None:  # back to [start, tokens, end, pad]; padding frames give 0
+            out = out.gather(1, order.argsort(dim=1)[..., None].expand_as(out))
+            keep = torch.arange(padded, device=x.device) <= real[:, None]
+            out = out * keep[..., None].to(out.dtype)
+        out = out[:, 1 : length - 1]  # (B, N, pv*C)
         return einops.rearrange(
             out,
             "b (t h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)",

@@ -1,8 +1,9 @@
-"""`save_pretrained` / `from_pretrained`: safetensors weights + config.json, any TP layout.
+"""`save_pretrained` / `from_pretrained`: safetensors weights + config.json, any TP/PP layout.
 
 The files always hold the full (unsharded) model in our layout with global block indices;
 tensor-parallel ranks gather on save and slice on load using the attributes Megatron puts on
-its parallel weights (`tensor_model_parallel`, `partition_dim`).
+its parallel weights (`tensor_model_parallel`, `partition_dim`); pipeline stages are gathered
+on save (`mugv.infra.export_safetensors`) and each stage loads its own blocks.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from mugv.dit.config import DiTConfig, DiTError
+from mugv.infra.checkpoint import export_safetensors
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -81,22 +83,14 @@ class PretrainedMixin:
     """diffusers-style saving and loading for MUGDiT."""
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Writes `model.safetensors` + `config.json` (rank 0 writes; all TP ranks must call).
-
-        Pipeline-parallel models are saved per stage with `full_state_dict` instead.
-        """
-        if parallel_state.get_pipeline_model_parallel_world_size() > 1:
-            raise DiTError(
-                "save_pretrained needs pipeline size 1: save each stage's "
-                "mugv.dit.pretrained.full_state_dict(model) and merge the files"
-            )
-        state = {k: v.contiguous() for k, v in full_state_dict(self).items()}
-        if dist.is_initialized() and dist.get_rank() != 0:
-            return
-        os.makedirs(path, exist_ok=True)
-        save_file(state, os.path.join(path, WEIGHTS_NAME))
-        with open(os.path.join(path, CONFIG_NAME), "w") as f:
-            json.dump(self.dit.to_dict(), f, indent=2)
+        """Writes `model.safetensors` + `config.json` (collective: every rank calls it; TP
+        shards and pipeline stages are gathered, rank 0 writes), always the whole model."""
+        params = dict(self.named_parameters())
+        tensors, like = {}, {}
+        for name, value in _local_tensors(self).items():
+            key = _renumber(name, self.layer_offset)
+            tensors[key], like[key] = value, params.get(name, value)
+        export_safetensors(path, tensors, like, self.dit.to_dict())
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> Any:

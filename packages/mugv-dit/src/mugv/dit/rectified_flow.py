@@ -183,9 +183,12 @@ class RectifiedFlow:
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Joint-task rectified-flow loss on clean latents (B, C, T, h, w).
 
-        `height`, `width` are the clip's pixel size (for the shift). Returns the weighted mean
-        loss (scalar, differentiable) and, per task present in the batch, its mean unweighted
-        loss (detached) under the key `loss/<task>`.
+        `height`, `width` are the clip's pixel size (for the shift). The model runs once on
+        the whole batch, as a pipeline schedule needs (one forward per micro-batch and stage):
+        t2i samples keep latent frame 0 and, in a batch with videos, the model is told their
+        other frames are padding (`num_frames`). Returns the weighted mean loss (scalar,
+        differentiable) and, per task present in the batch, its mean unweighted loss
+        (detached) under the key `loss/<task>`.
         """
         if latents.dim() != 5:
             raise FlowError(f"latents must be (B, C, T, h, w), got shape {tuple(latents.shape)}")
@@ -193,40 +196,48 @@ class RectifiedFlow:
         tasks = self.sample_tasks(batch, num_frames, generator)
         drop_text = torch.rand(batch, generator=generator) < self.config.text_dropout
         device = latents.device
-        per_sample = torch.zeros(batch, device=device)
-        groups = {
-            "image": [i for i, k in enumerate(tasks) if k == "t2i"],
-            "video": [i for i, k in enumerate(tasks) if k != "t2i"],
-        }
-        for group, idx in groups.items():
-            if not idx:
+        image = torch.tensor([k == "t2i" for k in tasks])  # (B,)
+        # t2i trains on latent frame 0 alone (it encodes the first frame as an image); among
+        # videos an image is padded to the clip's length, its extra frames masked out.
+        frames = 1 if bool(image.all()) else num_frames
+        x0 = latents[:, :, :frames]  # (B, C, T, h, w)
+        real = torch.where(image, 1, frames)  # (B,) real latent frames per sample
+        cond = torch.zeros(batch, frames, dtype=torch.bool)  # (B, T)
+        t = torch.zeros(batch)
+        noise = torch.zeros_like(x0)
+        # Draws in the order of the former per-group forwards (images, then videos), so a
+        # seeded generator gives the same t, noise and conditioning as before.
+        for group_frames, rows in ((1, image), (frames, ~image)):
+            idx = rows.nonzero()[:, 0]
+            if len(idx) == 0:
                 continue
-            x0 = latents[idx]
-            index = None if frame_index is None else frame_index[idx]
-            if group == "image":  # t2i: latent frame 0 encodes the first frame as an image
-                x0 = x0[:, :, :1]
-                index = None if index is None else index[:, :1]
-            frames = x0.shape[2]
-            cond = self.cond_mask_for([tasks[i] for i in idx], frames, generator)  # (b, T)
-            t = self.sample_t(len(idx), self.ratio(height, width, frames), generator)
-            if generator is None:
-                noise = torch.randn_like(x0)
-            else:  # a seeded CPU generator gives the same noise on any device
-                noise = torch.randn(x0.shape, generator=generator).to(device, x0.dtype)
-            cond5 = cond.view(len(idx), 1, frames, 1, 1).to(device)
-            x_t = torch.where(cond5, x0, self.add_noise(x0, noise, t.to(device)))
-            pred = model(
-                x_t,
-                t.to(device, x0.dtype),
-                text[idx],
-                text_mask[idx],
-                fps[idx],
-                cond_mask=cond.to(device) if cond.any() else None,
-                frame_index=index,
-                drop_text=drop_text[idx].to(device),
+            cond[idx, :group_frames] = self.cond_mask_for(
+                [tasks[i] for i in idx.tolist()], group_frames, generator
             )
-            err = masked_mse(pred, self.velocity(x0, noise), ~cond.to(device))  # (b,)
-            per_sample = per_sample.index_put((torch.tensor(idx, device=device),), err)
+            t[idx] = self.sample_t(len(idx), self.ratio(height, width, group_frames), generator)
+            shape = (len(idx), *x0.shape[1:2], group_frames, *x0.shape[3:])
+            if generator is None:
+                group_noise = torch.randn(shape, device=device, dtype=x0.dtype)
+            else:  # a seeded CPU generator gives the same noise on any device
+                group_noise = torch.randn(shape, generator=generator).to(device, x0.dtype)
+            noise[idx.to(device), :, :group_frames] = group_noise
+        cond, t = cond.to(device), t.to(device)
+        cond5 = cond.view(batch, 1, frames, 1, 1)
+        x_t = torch.where(cond5, x0, self.add_noise(x0, noise, t))
+        mixed = frames > 1 and bool(image.any())
+        pred = model(  # one forward per batch: a pipeline stage runs each micro-batch once
+            x_t,
+            t.to(x0.dtype),
+            text,
+            text_mask,
+            fps,
+            cond_mask=cond if bool(cond.any()) else None,
+            frame_index=None if frame_index is None else frame_index[:, :frames],
+            drop_text=drop_text.to(device),
+            **({"num_frames": real.to(device)} if mixed else {}),
+        )
+        in_clip = torch.arange(frames) < real[:, None]  # (B, T)
+        per_sample = masked_mse(pred, self.velocity(x0, noise), ~cond & in_clip.to(device))
         weights = torch.tensor([self.config.task_weights[k] for k in tasks], device=device)
         loss = (weights * per_sample).sum() / batch
         logs = {}

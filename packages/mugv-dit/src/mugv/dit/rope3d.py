@@ -19,10 +19,14 @@ def rope_frequencies(head_dim: int, theta: float = 10000.0) -> Tensor:
     return theta ** (-6.0 * j / head_dim)
 
 
-def video_positions(frame_index: Tensor, height: int, width: int, max_frames: int) -> Tensor:
+def video_positions(
+    frame_index: Tensor, height: int, width: int, max_frames: int, lengths: Tensor | None = None
+) -> Tensor:
     """(B, 2 + T*H*W, 3) integer (h, w, t) positions of [start, video tokens (t, h, w), end].
 
-    frame_index: (B, T) latent frame indices in the source video; H, W: token grid.
+    frame_index: (B, T) latent frame indices in the source video; H, W: token grid;
+    lengths: (B,) real frames per sample (default all T): the end token takes the time of the
+    last real one.
     """
     batch, frames = frame_index.shape
     t = frame_index.clamp(0, max_frames - 1).long()  # (B, T)
@@ -34,7 +38,8 @@ def video_positions(frame_index: Tensor, height: int, width: int, max_frames: in
     grid = torch.stack([hh, ww, tt], dim=-1).reshape(batch, frames * height * width, 3)
     zeros = torch.zeros_like(t[:, 0])
     start = torch.stack([zeros, zeros, t[:, 0]], dim=-1)  # (B, 3)
-    end = torch.stack([zeros + height - 1, zeros + width - 1, t[:, -1]], dim=-1)
+    last = t[:, -1] if lengths is None else t.gather(1, (lengths.long() - 1)[:, None])[:, 0]
+    end = torch.stack([zeros + height - 1, zeros + width - 1, last], dim=-1)
     return torch.cat([start[:, None], grid, end[:, None]], dim=1)
 
 
