@@ -323,11 +323,14 @@ def test_train_dit_resumes_inside_a_stopped_stage(assets, tmp_path):
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("parallel", [{}, {"tensor": 2, "sequence_parallel": True}])
+@pytest.mark.parametrize(
+    "parallel", [{}, {"tensor": 2, "sequence_parallel": True}, {"pipeline": 2}]
+)
 def test_train_dit_under_torchrun(assets, tmp_path, parallel):
     root, _ = assets
     stages = [{"name": "images", "frames": 1, "steps": 2}, {"name": "clips", "steps": 2}]
     config = dit_config(root / "latents", parallel=parallel, stages=stages)
+    config["model"]["fields"]["depth"] = 2  # one block per pipeline stage
     path = write_config(tmp_path / "dit.yaml", config)
     out = tmp_path / "out"
     cmd = [
@@ -352,7 +355,6 @@ def test_train_dit_under_torchrun(assets, tmp_path, parallel):
         ({"stages": [{"name": "a", "steps": 1}] * 2}, "stages[1].name='a': used twice"),
         ({"parallel": {"tensor": 0}}, "config parallel: ParallelConfig.tensor=0"),
         ({"parallel": {"tensor": 2}}, "config parallel: ParallelConfig: world size 1"),
-        ({"parallel": {"pipeline": 2}}, "parallel.pipeline: MUGDiT cannot be saved"),
         ({"model": {"config": "2B"}}, "model.config='2B': use one of"),
         ({"flow": {"task_probs": {"t3v": 1}}}, "config flow: FlowConfig.task_probs has unknown"),
         ({"data": {"source": "latents", "latents": "nowhere"}}, "data.latents='nowhere'"),

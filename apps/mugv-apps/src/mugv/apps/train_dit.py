@@ -125,12 +125,6 @@ class Plan:
         """The layout against the world size and the model's heads and depth."""
         from mugv.infra import ConfigError
 
-        if self.parallel.pipeline > 1:
-            raise AppError(
-                "config parallel.pipeline: MUGDiT cannot be saved or checkpointed per pipeline "
-                "stage yet (save_pretrained refuses pipeline > 1); use pipeline: 1 with more "
-                "tensor/context parallelism"
-            )
         config = self.dit_config()
         try:
             self.parallel.validate(world_size, num_heads=config.num_heads, num_layers=config.depth)
