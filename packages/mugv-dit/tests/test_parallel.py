@@ -1,5 +1,6 @@
 """Parallel layouts equal the single-rank model (float64, 2 gloo ranks): TP=2 with and
-without sequence parallelism, CP=2, PP=2 stage forward/backward; recompute on == off."""
+without sequence parallelism, CP=2 (also with padding frames), PP=2 stage forward/backward;
+recompute on == off."""
 
 import dataclasses
 
@@ -71,9 +72,9 @@ def _forward_backward(state, inputs, weight, config=CONFIG, **kwargs):
     return model, out.detach()
 
 
-def reference(config=CONFIG):
+def reference(config=CONFIG, **extra_inputs):
     """TP=CP=PP=1 model: its full weights, the inputs, output and gradients."""
-    inputs = make_inputs()
+    inputs = {**make_inputs(), **extra_inputs}
     with single_process(seed=0):
         model = MUGDiT(config).double()
         randomize(model, seed=4)
@@ -142,6 +143,19 @@ def test_tensor_parallel_2_equals_1():
 @pytest.mark.distributed
 def test_context_parallel_2_equals_1():
     state, inputs, weight, out, grads = reference()
+    per_rank = run_ranks(
+        _cp_rank, 2, parallel=ParallelConfig(context=2), state=state, inputs=inputs, weight=weight
+    )
+    for rank_out, rank_grads in per_rank:
+        _assert_same(rank_out, rank_grads, out, grads)
+
+
+@pytest.mark.distributed
+def test_context_parallel_2_equals_1_with_padding_frames():
+    """A one-frame sample among two-frame ones (`num_frames`): its padding tokens move behind
+    its end token, so under CP the gathered keys still end in each sample's padding."""
+    state, inputs, weight, out, grads = reference(num_frames=torch.tensor([2, 1]))
+    assert torch.all(out[1, :, 1:] == 0)  # padding frames predict nothing
     per_rank = run_ranks(
         _cp_rank, 2, parallel=ParallelConfig(context=2), state=state, inputs=inputs, weight=weight
     )
