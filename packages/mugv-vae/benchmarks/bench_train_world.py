@@ -4,8 +4,11 @@
 
 MUG-V's VAE is two-stage (SPEC, "MUG-V video VAE"); we train it that way with
 `mugv.vae.train_vae`: stage ``spatial`` fits the 2D autoencoder on random --crop x --crop crops
-of single frames, stage ``temporal`` freezes it and fits the temporal stage on --crop crops of
-16 x 64 x 64 clips, scored on the spatial features and on pixels through the frozen decoder.
+of single frames; `fit_linear_shortcut` then starts the temporal stage (configs with
+``linear_shortcut``, the CPU presets) as the PCA codec of the spatial features of --pca-clips
+clips, and stage ``temporal`` freezes the spatial stage and fits the temporal one on
+--temporal-crop crops of 16 x 64 x 64 clips, scored on the spatial features (and on pixels
+through the frozen decoder with --pixel-weight).
 The clips come from a pool of --pool train clips rendered once. Then it saves the checkpoint
 with its latent statistics, encodes/decodes held-out test clips and reports PSNR and the
 oracle's attribute (colour, shape, size) and motion accuracy on the reconstructions, next to
@@ -36,6 +39,7 @@ from mugv.vae import (
     VideoVAE,
     clips_to_batch,
     compute_latent_stats,
+    fit_linear_shortcut,
     fit_scaling_factor,
     psnr,
     tensor_to_frames,
@@ -130,10 +134,10 @@ def run_stage(vae, data, stage: VAETrainConfig, steps: int, lr: float, info) -> 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--config", default="small", choices=sorted(CONFIGS))
-    p.add_argument("--spatial-steps", type=int, default=1200)
+    p.add_argument("--config", default="narrow", choices=sorted(CONFIGS))
+    p.add_argument("--spatial-steps", type=int, default=2000)
     p.add_argument("--spatial-batch", type=int, default=16, help="frames per spatial step")
-    p.add_argument("--temporal-steps", type=int, default=1200)
+    p.add_argument("--temporal-steps", type=int, default=200)
     p.add_argument("--temporal-batch", type=int, default=4, help="clips per temporal step")
     p.add_argument("--spatial-crop", type=int, default=32)
     p.add_argument("--temporal-crop", type=int, default=64)
@@ -141,6 +145,12 @@ def main() -> None:
     p.add_argument("--pixel-weight", type=float, default=0.0, help="temporal stage pixel MSE")
     p.add_argument("--feature-weight", type=float, default=1.0)
     p.add_argument("--pool", type=int, default=512, help="train clips rendered once")
+    p.add_argument(
+        "--pca-clips",
+        type=int,
+        default=256,
+        help="clips fit_linear_shortcut reads (configs with a linear shortcut; 0: random start)",
+    )
     p.add_argument("--test-clips", type=int, default=50)
     p.add_argument("--checkpoint", default="bench-out/vae-world")
     p.add_argument("--seed", type=int, default=0)
@@ -174,6 +184,11 @@ def main() -> None:
         )
         # unit-variance features for the temporal stage (SD's scaling factor, fitted)
         vae = fit_scaling_factor(vae, pool[:32].split(8))
+        if vae.config.temporal.linear_shortcut and args.pca_clips:
+            # the temporal stage starts as the PCA codec of the features (see the docstring)
+            t0 = time.process_time()
+            fit_linear_shortcut(vae, pool[: args.pca_clips].split(16))
+            stages["pca"] = {"clips": args.pca_clips, "cpu_s": time.process_time() - t0}
         temporal_loss = LossConfig(
             l1_weight=0.0,
             ssim_weight=0.0,
@@ -216,6 +231,9 @@ def main() -> None:
         rec, ref = result["oracle_recon"][key], result["oracle_original"][key]
         print(f"{name:<28}{rec:>10.3f}{ref:>10.3f}{rec / max(ref, 1e-9):>8.3f}")
     for name, s in stages.items():
+        if "steps" not in s:
+            print(f"stage {name}: {s['cpu_s']:.0f} s CPU")
+            continue
         print(
             f"stage {name}: {s['steps']} steps, {s['cpu_s']:.0f} s CPU "
             f"({s['cpu_s'] / s['steps']:.3f} s/step), {s['wall_s']:.0f} s wall"

@@ -33,8 +33,10 @@ STOPPED = 3  # exit status of a run stopped by a signal: rerun the same command 
 
 EXAMPLE = """\
 example config (YAML; TOML works too):
-  model: {config: small}             # a name in mugv.vae.CONFIGS or VAEConfig fields;
-                                     # init: DIR starts from a save_pretrained folder
+  model: {config: narrow}            # a name in mugv.vae.CONFIGS or VAEConfig fields;
+                                     # init: DIR starts from a save_pretrained folder;
+                                     # temporal_start: fit (default: before a temporal
+                                     # stage, unit-variance features + the PCA start) or keep
   data:
     source: world                    # world (synthetic) or shards (clip shards)
     shards: null                     # folder of clip shards with manifest (source: shards)
@@ -83,7 +85,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _vae_config(model: dict[str, Any]) -> Any:
     from mugv.vae import CONFIGS, VAEConfig
 
-    check_fields(model, {"config", "init"}, "model")
+    check_fields(model, {"config", "init", "temporal_start"}, "model")
     spec = model.get("config", "small")
     if isinstance(spec, str):
         if spec not in CONFIGS:
@@ -240,6 +242,7 @@ class Settings:
     world: dict[str, Any]
     stats_clips: int
     seed: int
+    temporal_start: str = "fit"
 
 
 def load_settings(config: dict[str, Any], out: Path) -> Settings:
@@ -257,6 +260,13 @@ def load_settings(config: dict[str, Any], out: Path) -> Settings:
     seed = int(config.get("seed", 0))
     trainer_values = {"checkpoint_dir": str(out / "checkpoints"), **section(config, "train")}
     init = model_section.get("init")
+    temporal_start = model_section.get("temporal_start", "fit")
+    if temporal_start not in ("fit", "keep"):
+        raise AppError(
+            f"config model.temporal_start={temporal_start!r}: use 'fit' (fit the spatial "
+            "scaling factor and the PCA start before a temporal stage) or 'keep' (train the "
+            "temporal stage of model.init as it is)"
+        )
     if init is not None and not Path(init).is_dir():
         raise AppError(f"config model.init={init!r}: no such save_pretrained folder")
     world = {}
@@ -280,6 +290,7 @@ def load_settings(config: dict[str, Any], out: Path) -> Settings:
         world=world,
         stats_clips=int(stats.get("clips", 128)),
         seed=seed,
+        temporal_start=temporal_start,
     )
 
 
@@ -287,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from mugv.infra import ParallelConfig, ShuffledBatches, latest_checkpoint
-    from mugv.vae import VideoVAE, clips_to_batch, compute_latent_stats, train_vae
+    from mugv.vae import VideoVAE, compute_latent_stats, train_vae
 
     config = load_config(args.config, args.set)
     out = out_folder(args.out, config)
@@ -300,6 +311,7 @@ def run(args: argparse.Namespace) -> int:
             save_resolved(out / "config.yaml", config)
         vae = VideoVAE.from_pretrained(init) if init else VideoVAE(settings.vae_config)
         size = (data["height"], data["width"])
+        world = None
         if data["source"] == "world":
             from mugv.data.world import SyntheticWorld, WorldConfig
 
@@ -323,6 +335,10 @@ def run(args: argparse.Namespace) -> int:
                 data_rank=info.data_rank,
                 data_size=info.data_size,
             )
+        if train_config.stage == "temporal" and settings.temporal_start == "fit":
+            # deterministic from the data, so a resumed run refits the same scaling factor
+            # before its checkpoint's weights replace the rest
+            vae = _fit_temporal_start(vae, _stat_videos(settings, world, info))
         train_vae(vae, batches, trainer_config, info=info, config=train_config)
         step = _checkpoint_step(latest_checkpoint(trainer_config.checkpoint_dir))
         if step < trainer_config.steps:
@@ -333,30 +349,9 @@ def run(args: argparse.Namespace) -> int:
                 )
             return STOPPED
         vae.eval()
-        n_stats = settings.stats_clips
         with torch.no_grad():
-            if data["source"] == "world":
-                mine = list(
-                    range(info.data_rank, min(n_stats, world.size("train")), info.data_size)
-                )
-                videos = (
-                    clips_to_batch([world.sample("train", i).clip for i in mine[s : s + 8]])
-                    for s in range(0, len(mine), 8)
-                )
-            else:
-                stat_batches = ShardBatches(
-                    data["shards"],
-                    batch_size=1,
-                    num_frames=data["num_frames"],
-                    size=size,
-                    images=False,
-                    seed=seed,
-                    data_rank=info.data_rank,
-                    data_size=info.data_size,
-                )
-                per_rank = max(1, n_stats // info.data_size)
-                videos = (b["video"] for _, b in zip(range(per_rank), stat_batches))
-            mean, std = compute_latent_stats(vae, (v.to(info.device) for v in videos))
+            videos = _stat_videos(settings, world, info)
+            mean, std = compute_latent_stats(vae, videos)
         if info.is_main:
             vae.save_pretrained(out / "vae")
         barrier()
@@ -365,6 +360,47 @@ def run(args: argparse.Namespace) -> int:
         print(f"latent std  {json.dumps([round(float(s), 4) for s in std])}")
         print(f"vae: {out / 'vae'}")
     return 0
+
+
+def _stat_videos(settings: Settings, world: Any, info: Any) -> Iterator[Any]:
+    """This rank's share of the first ``stats.clips`` clips, as (B, 3, T, H, W) batches."""
+    from mugv.vae import clips_to_batch
+
+    data, n_stats = settings.data, settings.stats_clips
+    if world is not None:
+        mine = list(range(info.data_rank, min(n_stats, world.size("train")), info.data_size))
+        for s in range(0, len(mine), 8):
+            clips = [world.sample("train", i).clip for i in mine[s : s + 8]]
+            yield clips_to_batch(clips).to(info.device)
+        return
+    stat_batches = ShardBatches(
+        data["shards"],
+        batch_size=1,
+        num_frames=data["num_frames"],
+        size=(data["height"], data["width"]),
+        images=False,
+        seed=settings.seed,
+        data_rank=info.data_rank,
+        data_size=info.data_size,
+    )
+    per_rank = max(1, n_stats // info.data_size)
+    for _, batch in zip(range(per_rank), stat_batches):
+        yield batch["video"].to(info.device)
+
+
+def _fit_temporal_start(vae: Any, videos: Iterator[Any]) -> Any:
+    """Before a temporal stage: unit-variance spatial features, then (configs with a linear
+    shortcut) the temporal stage as the PCA codec of those features."""
+    import torch
+
+    from mugv.vae import fit_linear_shortcut, fit_scaling_factor
+
+    videos = list(videos)
+    with torch.no_grad():
+        vae = fit_scaling_factor(vae.eval(), videos)
+        if vae.config.temporal.linear_shortcut:
+            fit_linear_shortcut(vae, videos)
+    return vae.train()
 
 
 def _checkpoint_step(path: Path | None) -> int:
