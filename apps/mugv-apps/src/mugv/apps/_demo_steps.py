@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mugv.apps._latent_data import stage_dataset, world_latents
+from mugv.apps._latent_data import LatentClips, stage_dataset, world_latents
 from mugv.apps._report import GeneratedVideo
 from mugv.apps.demo import DemoPlan
 from mugv.data.oracle import Oracle
@@ -32,6 +32,7 @@ from mugv.vae import (
     VideoVAE,
     clips_to_batch,
     compute_latent_stats,
+    fit_linear_shortcut,
     fit_scaling_factor,
     train_vae,
 )
@@ -105,9 +106,10 @@ def train_vae_stage(world: SyntheticWorld, plan: DemoPlan, out: Path, info: Any)
     """The VAE in its two stages (SPEC: a spatial image autoencoder, then the temporal stage).
 
     Stage 1 fits the 2D autoencoder on random ``plan.vae_crop`` crops of single frames (MSE);
-    the spatial features are then rescaled to unit variance (`fit_scaling_factor`); stage 2
-    freezes the spatial stage and fits the temporal one on whole clips, scored on the spatial
-    features it must give back. Both stages checkpoint and resume; stage 1's model is kept
+    the spatial features are then rescaled to unit variance (`fit_scaling_factor`) and the
+    temporal stage starts as their PCA codec (`fit_linear_shortcut`); stage 2 freezes the
+    spatial stage and fits the temporal one on whole clips, scored on the spatial features it
+    must give back. Both stages checkpoint and resume; stage 1's model is kept
     under ``OUT/vae-spatial`` so a rerun goes straight to stage 2.
     """
     pool = _clip_pool(world, min(world.size("train"), plan.vae_pool))
@@ -145,6 +147,11 @@ def train_vae_stage(world: SyntheticWorld, plan: DemoPlan, out: Path, info: Any)
         with torch.no_grad():
             batches = (_to_video(pool[s : s + 8]) for s in range(0, min(32, len(pool)), 8))
             vae = fit_scaling_factor(vae, batches)
+            if vae.config.temporal.linear_shortcut:
+                clips_for_pca = (
+                    _to_video(pool[s : s + 16]) for s in range(0, min(256, len(pool)), 16)
+                )
+                fit_linear_shortcut(vae, clips_for_pca)
         vae.save_pretrained(spatial_dir)
 
     train_vae(
@@ -187,6 +194,29 @@ def load_dit(out: Path) -> MUGDiT:
     return MUGDiT.from_pretrained(_dit_dirs(out)[-1]).eval()
 
 
+def _stage_clips(
+    world: SyntheticWorld,
+    vae: VideoVAE,
+    encoder: HFTextEncoder,
+    plan: DemoPlan,
+    frames: int,
+    encoded: dict[int, LatentClips],
+) -> tuple[LatentClips, int | None]:
+    """A stage's clips and the latent frames to keep of each.
+
+    Image stages encode the world's stills (their captions say nothing of motion). Video
+    stages share one encoding of the longest clips (kept in ``encoded`` for the later stages
+    of this run) and keep their first latent frames: exact, since the VAE encodes each group of
+    frames on its own (latent 0 is frame 0 as an image).
+    """
+    if frames == 1:
+        return world_latents(world, vae, encoder, 1, progress="encode stills"), None
+    if plan.frames not in encoded:
+        progress = f"encode {plan.frames}-frame clips"
+        encoded[plan.frames] = world_latents(world, vae, encoder, plan.frames, progress=progress)
+    return encoded[plan.frames], (frames - 1) // vae.config.group_frames + 1
+
+
 def train_dit_stage(
     world: SyntheticWorld,
     vae: VideoVAE,
@@ -198,7 +228,10 @@ def train_dit_stage(
     frames: int,
     steps: int,
     seed: int,
+    encoded: dict[int, LatentClips],
 ) -> dict:
+    """One curriculum stage, from the previous stage's model; ``encoded`` caches the clips'
+    latents between the stages of one run."""
     previous = _dit_dirs(out)
     if previous:
         model = MUGDiT.from_pretrained(previous[-1])
@@ -211,11 +244,11 @@ def train_dit_stage(
             depth=plan.dit_depth,
         )
         model = MUGDiT(config)
-    clips = world_latents(world, vae, encoder, frames, progress=f"encode {frames}-frame clips")
+    clips, latent_frames = _stage_clips(world, vae, encoder, plan, frames, encoded)
     dataset, summary = stage_dataset(
         clips,
         where=f"demo {name}",
-        latent_frames=None,
+        latent_frames=latent_frames,
         spatial_stride=vae.config.spatial_downsample,
     )
     slug = name.replace(" ", "-")

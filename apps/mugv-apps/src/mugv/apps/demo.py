@@ -175,12 +175,13 @@ def run(args: argparse.Namespace) -> int:
         vae = steps.load_vae(out)
         encoder = steps.text_encoder()
         curves = dict(vae_result["curves"])
+        encoded: dict = {}  # the video stages share one encoding of the clips
         for name, frames, n_steps in plan.curriculum:
             stage = f"dit {name}"
             train = functools.partial(
                 steps.train_dit_stage,
                 *(world, vae, encoder, plan, out, info),
-                *(name, frames, n_steps, args.seed),
+                *(name, frames, n_steps, args.seed, encoded),
             )
             result = stages.run(stage, train)
             curves[f"{stage} loss"] = result["curve"]

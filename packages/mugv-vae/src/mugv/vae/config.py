@@ -83,7 +83,8 @@ class TemporalConfig:
     # time). On the synthetic world a per-position linear (PCA) codec already keeps 98.8% of the
     # feature variance in 24 channels and decodes to within 0.2 dB of the spatial stage alone;
     # the conv stacks then learn only what is not linear. `fit_linear_shortcut` starts it at
-    # that PCA codec. Off in ``reference``: the published model has no such path.
+    # that PCA codec. On in the CPU presets, off in ``reference``: the published model has no
+    # such path.
     linear_shortcut: bool = False
 
     def __post_init__(self) -> None:
@@ -207,6 +208,7 @@ CONFIGS: dict[str, VAEConfig] = {
             num_res_blocks=1,
             channel_multipliers=(1, 2, 2, 2),
             norm_groups=4,
+            linear_shortcut=True,
         ),
         encode_chunk_frames=16,
         decode_chunk_latents=2,

@@ -114,8 +114,8 @@ def fit_linear_shortcut(vae: VideoVAE, videos: Iterable[torch.Tensor]) -> VideoV
     enc, dec = vae.temporal_encoder, vae.temporal_decoder
     if enc.shortcut is None:
         raise VAEConfigError(
-            "fit_linear_shortcut needs TemporalConfig.linear_shortcut=True (the 'small' and "
-            "'narrow' presets have it; 'reference' does not)"
+            "fit_linear_shortcut needs TemporalConfig.linear_shortcut=True (the CPU presets "
+            "have it; 'reference' does not)"
         )
     g, latent = vae.config.group_frames, vae.latent_channels
     dim = enc.shortcut.in_channels
