@@ -35,10 +35,12 @@ class DemoPlan:
     test_prompts: int = 24
     # The VAE trains in two stages (mugv.vae.VAETrainConfig.stage): the spatial autoencoder on
     # `vae_frame_batch` random `vae_crop`-pixel frame crops, then the temporal stage on
-    # `vae_batch` whole clips, from a pool of the first `vae_pool` train clips.
+    # `vae_batch` whole clips, from a pool of the first `vae_pool` train clips. The temporal
+    # stage starts as the PCA codec of the spatial features (`fit_linear_shortcut`), so the
+    # spatial stage sets the quality and gets the steps.
     vae_config: str = "narrow"
-    vae_spatial_steps: int = 600
-    vae_temporal_steps: int = 300
+    vae_spatial_steps: int = 1000
+    vae_temporal_steps: int = 100
     vae_frame_batch: int = 16
     vae_crop: int = 32
     vae_batch: int = 4
@@ -82,16 +84,16 @@ PLANS = {
     ),
     "fast": DemoPlan(
         train_clips=800,
-        vae_spatial_steps=400,
-        vae_temporal_steps=200,
+        vae_spatial_steps=600,
+        vae_temporal_steps=50,
         curriculum=(("images", 1, 200), ("short clips", 9, 300), ("clips", 17, 800)),
     ),
     "standard": DemoPlan(),
     "full": DemoPlan(
         train_clips=3000,
         test_prompts=64,
-        vae_spatial_steps=1200,
-        vae_temporal_steps=1000,
+        vae_spatial_steps=2000,
+        vae_temporal_steps=200,
         dit_hidden=144,
         curriculum=(("images", 1, 1000), ("short clips", 9, 2000), ("clips", 17, 6000)),
     ),
