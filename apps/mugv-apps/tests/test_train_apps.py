@@ -76,6 +76,18 @@ def dit_config(latents: Path, **extra) -> dict:
     }
 
 
+def test_latent_shards_carry_the_clips_fps(assets):
+    """`mugv encode` keeps each clip's frame rate with its latents, so train-dit needs no
+    data.fps for them."""
+    from mugv.apps._latent_data import read_latent_shards
+    from mugv.data.world import WorldConfig
+
+    root, keys = assets
+    clips = read_latent_shards(str(root / "latents"), None)
+    assert sorted(clips.keys) == sorted(keys)
+    assert set(clips.fps) == {WorldConfig(**WORLD).fps}
+
+
 # ---- train-vae ------------------------------------------------------------------------------
 
 

@@ -53,6 +53,8 @@ def test_encode_shards_split_and_resume(tmp_path):
             expected = vae.encode(video_to_tensor(originals[s.key].clip)[None])[0]
             np.testing.assert_allclose(s.tensors["latents"], expected.numpy(), atol=1e-6)
             assert s.tensors["latents"].shape == (4, 2, 4, 4)
+            # the clip is dropped, its frame rate is kept (train-dit's fps embedding needs it)
+            assert s.tensors["fps"].tolist() == [originals[s.key].clip.fps] == [8]
 
 
 def test_encode_shards_with_a_real_text_encoder(tmp_path):

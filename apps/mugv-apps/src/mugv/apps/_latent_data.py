@@ -54,7 +54,7 @@ def read_latent_shards(folder: str, fps: float | None) -> LatentClips:
                 )
             emb, mask = torch.from_numpy(t["text_embeddings"]), torch.from_numpy(t["text_mask"])
             if "fps" in t:
-                clip_fps = float(t["fps"])
+                clip_fps = float(t["fps"].reshape(-1)[0])  # (1,) as `mugv encode` writes it
             elif fps is not None:
                 clip_fps = float(fps)
             else:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mugv.data.shards import ShardSample, ShardWriter, read_manifest, read_shard
@@ -104,7 +105,11 @@ def _encode_one(
         raise VAEInputError(f"sample {item.key!r} holds no clip to encode")
     video = video_to_tensor(item.clip)[None].to(device)  # (1, 3, T, H, W)
     latents = vae.encode(video, sample=sample_posterior, tile=tile)[0]  # (C, t, h, w)
-    tensors = {"latents": latents.float().cpu().numpy()}
+    # the frame rate survives without the clip (keep_clips=False): train-dit embeds it
+    tensors = {
+        "latents": latents.float().cpu().numpy(),
+        "fps": np.array([item.clip.fps], dtype=np.float32),  # (1,): shards store >= 1-d
+    }
     if text_encoder is not None and item.captions:
         emb, mask = text_encoder(item.captions)  # (N, L, D), (N, L)
         tensors["text_embeddings"] = emb.float().cpu().numpy()
