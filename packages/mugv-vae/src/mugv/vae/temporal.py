@@ -3,6 +3,8 @@
 The encoder sees one group of ``2 ** (levels - 1)`` frames at a time and halves time at the end
 of every level but the last; the decoder runs over the whole latent sequence and doubles time
 with a nearest-upsampled res block, then with depth-to-space convs (SPEC: "MUG-V video VAE").
+With ``TemporalConfig.linear_shortcut`` (CPU presets) a 1x1 linear map from each group's
+stacked features to the latent mean, and back, is added to the conv stacks' outputs.
 """
 
 from __future__ import annotations
