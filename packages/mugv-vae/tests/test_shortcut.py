@@ -7,7 +7,14 @@ import pytest
 import torch
 from einops import rearrange
 
-from mugv.vae import CONFIGS, VAEConfigError, VideoVAE, fit_linear_shortcut
+from mugv.vae import (
+    CONFIGS,
+    VAEConfigError,
+    VideoVAE,
+    fit_linear_shortcut,
+    fit_scaling_factor,
+    fit_temporal_start,
+)
 
 
 def _vae(shortcut: bool) -> VideoVAE:
@@ -79,3 +86,22 @@ def test_fit_linear_shortcut_needs_the_shortcut():
 def test_reference_has_no_shortcut_and_cpu_presets_do():
     assert not CONFIGS["reference"].temporal.linear_shortcut
     assert all(CONFIGS[name].temporal.linear_shortcut for name in ("small", "narrow", "tiny"))
+
+
+@pytest.mark.parametrize("shortcut", [False, True])
+def test_fit_temporal_start_is_the_scale_then_the_pca_start(shortcut):
+    videos, calls = _videos(), []
+
+    def read():
+        calls.append(1)
+        return iter(videos)
+
+    got = fit_temporal_start(_vae(shortcut), read)
+    expected = fit_scaling_factor(_vae(shortcut), videos)
+    if shortcut:
+        fit_linear_shortcut(expected, videos)
+    assert got.training and got.config == expected.config
+    assert got.config.spatial.scaling_factor != CONFIGS["tiny"].spatial.scaling_factor
+    for name, value in expected.state_dict().items():
+        torch.testing.assert_close(got.state_dict()[name], value, msg=name)
+    assert len(calls) == (2 if shortcut else 1)  # read again, not held in memory

@@ -32,8 +32,7 @@ from mugv.vae import (
     VideoVAE,
     clips_to_batch,
     compute_latent_stats,
-    fit_linear_shortcut,
-    fit_scaling_factor,
+    fit_temporal_start,
     train_vae,
 )
 
@@ -106,8 +105,8 @@ def train_vae_stage(world: SyntheticWorld, plan: DemoPlan, out: Path, info: Any)
     """The VAE in its two stages (SPEC: a spatial image autoencoder, then the temporal stage).
 
     Stage 1 fits the 2D autoencoder on random ``plan.vae_crop`` crops of single frames (MSE);
-    the spatial features are then rescaled to unit variance (`fit_scaling_factor`) and the
-    temporal stage starts as their PCA codec (`fit_linear_shortcut`); stage 2 freezes the
+    `fit_temporal_start` then rescales the spatial features to unit variance and starts the
+    temporal stage as their PCA codec; stage 2 freezes the
     spatial stage and fits the temporal one on whole clips, scored on the spatial features it
     must give back. Both stages checkpoint and resume; stage 1's model is kept
     under ``OUT/vae-spatial`` so a rerun goes straight to stage 2.
@@ -143,15 +142,9 @@ def train_vae_stage(world: SyntheticWorld, plan: DemoPlan, out: Path, info: Any)
             ),
             on_step=spatial_curve,
         )
-        vae.eval()
-        with torch.no_grad():
-            batches = (_to_video(pool[s : s + 8]) for s in range(0, min(32, len(pool)), 8))
-            vae = fit_scaling_factor(vae, batches)
-            if vae.config.temporal.linear_shortcut:
-                clips_for_pca = (
-                    _to_video(pool[s : s + 16]) for s in range(0, min(256, len(pool)), 16)
-                )
-                fit_linear_shortcut(vae, clips_for_pca)
+        vae = fit_temporal_start(
+            vae, lambda: (_to_video(pool[s : s + 16]) for s in range(0, min(256, len(pool)), 16))
+        )
         vae.save_pretrained(spatial_dir)
 
     train_vae(

@@ -298,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from mugv.infra import ParallelConfig, ShuffledBatches, latest_checkpoint
-    from mugv.vae import VideoVAE, compute_latent_stats, train_vae
+    from mugv.vae import VideoVAE, compute_latent_stats, fit_temporal_start, train_vae
 
     config = load_config(args.config, args.set)
     out = out_folder(args.out, config)
@@ -338,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
         if train_config.stage == "temporal" and settings.temporal_start == "fit":
             # deterministic from the data, so a resumed run refits the same scaling factor
             # before its checkpoint's weights replace the rest
-            vae = _fit_temporal_start(vae, _stat_videos(settings, world, info))
+            vae = fit_temporal_start(vae, lambda: _stat_videos(settings, world, info))
         train_vae(vae, batches, trainer_config, info=info, config=train_config)
         step = _checkpoint_step(latest_checkpoint(trainer_config.checkpoint_dir))
         if step < trainer_config.steps:
@@ -386,21 +386,6 @@ def _stat_videos(settings: Settings, world: Any, info: Any) -> Iterator[Any]:
     per_rank = max(1, n_stats // info.data_size)
     for _, batch in zip(range(per_rank), stat_batches):
         yield batch["video"].to(info.device)
-
-
-def _fit_temporal_start(vae: Any, videos: Iterator[Any]) -> Any:
-    """Before a temporal stage: unit-variance spatial features, then (configs with a linear
-    shortcut) the temporal stage as the PCA codec of those features."""
-    import torch
-
-    from mugv.vae import fit_linear_shortcut, fit_scaling_factor
-
-    videos = list(videos)
-    with torch.no_grad():
-        vae = fit_scaling_factor(vae.eval(), videos)
-        if vae.config.temporal.linear_shortcut:
-            fit_linear_shortcut(vae, videos)
-    return vae.train()
 
 
 def _checkpoint_step(path: Path | None) -> int:

@@ -12,6 +12,7 @@ from mugv.vae.stats import (
     compute_latent_stats,
     fit_linear_shortcut,
     fit_scaling_factor,
+    fit_temporal_start,
 )
 from mugv.vae.train import VAETrainConfig, VAETrainModule, make_step_fn, train_vae
 
@@ -41,6 +42,7 @@ __all__ = [
     "encode_shards",
     "fit_linear_shortcut",
     "fit_scaling_factor",
+    "fit_temporal_start",
     "load_authors_checkpoint",
     "make_step_fn",
     "psnr",

@@ -7,7 +7,7 @@ parallel update of (count, mean, M2) in float64, so any number of batches (or ra
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.distributed as dist
@@ -157,3 +157,18 @@ def fit_linear_shortcut(vae: VideoVAE, videos: Iterable[torch.Tensor]) -> VideoV
         out.weight.zero_()
         out.bias.zero_()
     return vae
+
+
+@torch.no_grad()
+def fit_temporal_start(vae: VideoVAE, videos: Callable[[], Iterable[torch.Tensor]]) -> VideoVAE:
+    """Everything between the two training stages: `fit_scaling_factor`, then (configs with a
+    linear shortcut) `fit_linear_shortcut` on the rescaled features.
+
+    ``videos()`` yields (B, 3, T, H, W) batches in [-1, 1]; it is called once per pass, so the
+    clips are read twice instead of held in memory. Returns the rescaled copy of ``vae``, in
+    training mode. Deterministic given the data: a resumed temporal stage can refit it.
+    """
+    vae = fit_scaling_factor(vae.eval(), videos())
+    if vae.config.temporal.linear_shortcut:
+        fit_linear_shortcut(vae, videos())
+    return vae.train()
