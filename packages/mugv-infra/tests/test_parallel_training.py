@@ -3,7 +3,9 @@ a checkpoint saved at TP=2 loads at TP=1; data-parallel replicas draw different 
 tensor-parallel ranks of one replica the same."""
 
 import functools
+import random
 
+import numpy as np
 import pytest
 import torch
 from _infra_models import TinyRegressor, regression_data, regression_step, tiny_config
@@ -136,8 +138,10 @@ def test_dp2_with_half_batches_matches_dp1(reference):
 
 
 def _drawing_step(model, batch):
-    """The regression loss plus one draw of the default generator, reported as a metric."""
-    return regression_step(model, batch), {"draw": float(torch.rand(()))}
+    """The regression loss plus one draw of each default generator (torch, Python, NumPy),
+    reported as metrics: a step function may draw its noise from any of them."""
+    draws = {"draw": float(torch.rand(())), "py": random.random(), "np": float(np.random.rand())}
+    return regression_step(model, batch), draws
 
 
 def _draws(info: DistInfo, steps: int, ckpt: str | None = None) -> list[float]:
@@ -150,7 +154,7 @@ def _draws(info: DistInfo, steps: int, ckpt: str | None = None) -> list[float]:
     config = TrainerConfig(steps=steps, checkpoint_dir=ckpt, checkpoint_every=2 if ckpt else 0)
     trainer = Trainer(model, _drawing_step, data, config, info=info)
     draws = []
-    trainer.fit(lambda out: draws.append(out.metrics["draw"]))
+    trainer.fit(lambda out: draws.append(tuple(out.metrics[k] for k in ("draw", "py", "np"))))
     return draws
 
 
@@ -168,8 +172,8 @@ def test_replicas_draw_apart_and_model_parallel_ranks_alike(layout, tmp_path):
     parallel = ParallelConfig(tensor=2) if layout == "tensor" else ParallelConfig()
     ranks = run_ranks(_rank_draws, world_size=2, parallel=parallel, ckpt=str(tmp_path / "ckpt"))
     first, second = (r["whole"] for r in ranks)
-    if layout == "data":  # two replicas: their noise must differ at every step
-        assert all(a != b for a, b in zip(first, second))
+    if layout == "data":  # two replicas: their noise must differ at every step, every generator
+        assert all(x != y for a, b in zip(first, second) for x, y in zip(a, b))
     else:  # one replica split over TP: both ranks must see the same noise
         assert first == second
     for rank in ranks:  # the forked streams are checkpointed: resume is bitwise

@@ -86,7 +86,8 @@ def manual_seed(seed: int) -> None:
 
 
 def fork_data_parallel_rng(data_rank: int) -> None:
-    """Reseeds the default torch generators (CPU and CUDA) apart per data-parallel replica.
+    """Reseeds the default generators (torch CPU and CUDA, Python's `random`, NumPy's global
+    one) apart per data-parallel replica.
 
     `manual_seed` gives every rank the same default stream, which model building needs (each
     replica draws the same initial weights, each tensor-parallel rank the same full weight).
@@ -99,6 +100,8 @@ def fork_data_parallel_rng(data_rank: int) -> None:
     """
     base = int(torch.randint(0, 2**62, (), dtype=torch.int64))
     torch.manual_seed(base + data_rank)
+    random.seed(base + data_rank)
+    np.random.seed((base + data_rank) % 2**32)
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -157,8 +157,9 @@ class Trainer:
     `info.device` with its parallel layout (at `pipeline > 1`: this rank's stage, following
     Megatron's stage contract, see `mugv.infra.pipeline`). With `config.recompute`, the model
     must offer `set_activation_recompute(bool)`. At data-parallel size > 1 the constructor
-    forks the default torch generators per replica (`fork_data_parallel_rng`): `step_fn`'s
-    random draws differ between replicas and agree within one.
+    forks the default generators (torch, Python, NumPy) per replica
+    (`fork_data_parallel_rng`): `step_fn`'s random draws differ between replicas and agree
+    within one.
     """
 
     def __init__(
