@@ -144,7 +144,7 @@ def _drawing_step(model, batch):
     return regression_step(model, batch), draws
 
 
-def _draws(info: DistInfo, steps: int, ckpt: str | None = None) -> list[float]:
+def _draws(info: DistInfo, steps: int, ckpt: str | None = None) -> list[tuple[float, ...]]:
     manual_seed(0)  # every run builds the same model from the same shared stream
     model = TinyRegressor(tiny_config())
     x, y = regression_data(80)
