@@ -10,9 +10,11 @@ from mugv.vae.model import LatentCodec, VideoVAE
 from mugv.vae.stats import (
     RunningStats,
     compute_latent_stats,
+    decoder_sensitivity,
     fit_linear_shortcut,
     fit_scaling_factor,
     fit_temporal_start,
+    weight_latent_channels,
 )
 from mugv.vae.train import VAETrainConfig, VAETrainModule, make_step_fn, train_vae
 
@@ -39,6 +41,7 @@ __all__ = [
     "clips_to_batch",
     "compute_latent_stats",
     "convert_state_dict",
+    "decoder_sensitivity",
     "encode_shards",
     "fit_linear_shortcut",
     "fit_scaling_factor",
@@ -50,4 +53,5 @@ __all__ = [
     "tensor_to_frames",
     "train_vae",
     "video_to_tensor",
+    "weight_latent_channels",
 ]
