@@ -218,6 +218,8 @@ def test_shard_batches_resume_where_they_stopped(assets):
         ("vae_train.loss.kl_weight=-1", "vae_train.loss: LossConfig.kl_weight"),
         ("data.world.sizes=3", "config data.world.sizes: unknown field"),
         ("model.temporal_start=refit", "model.temporal_start='refit': use 'fit'"),
+        ("stats.weight_power=-1", "config stats.weight_power must be a number >= 0"),
+        ("stats.weight_power=lots", "standardisation); got 'lots'"),
     ],
 )
 def test_train_vae_bad_config_is_one_line(tmp_path, capsys, override, needle):

@@ -48,7 +48,9 @@ example config (YAML; TOML works too):
     world: {train_size: 1000, max_objects: 1, seed: 0}   # WorldConfig fields
   vae_train: {loss: {kl_weight: 1.0e-6, disc_weight: 0.0}}  # VAETrainConfig (+ LossConfig)
   train: {steps: 300, lr: 2.0e-3, warmup_steps: 20, checkpoint_every: 100}  # TrainerConfig
-  stats: {clips: 128}                # clips for the per-channel latent mean/std
+  stats: {clips: 128, weight_power: 0.25}  # clips for the per-channel latent mean/std;
+                                     # channels then scaled by decoder sensitivity ** power
+                                     # (mugv.vae.weight_latent_channels; 0 = plain std)
   seed: 0
 """
 
@@ -241,6 +243,7 @@ class Settings:
     data: dict[str, Any]
     world: dict[str, Any]
     stats_clips: int
+    weight_power: float
     seed: int
     temporal_start: str = "fit"
 
@@ -256,7 +259,17 @@ def load_settings(config: dict[str, Any], out: Path) -> Settings:
     vae_config = _vae_config(model_section)
     data = _check_data(section(config, "data"))
     stats = section(config, "stats")
-    check_fields(stats, {"clips"}, "stats")
+    check_fields(stats, {"clips", "weight_power"}, "stats")
+    weight_power = stats.get("weight_power", 0.25)
+    if (
+        isinstance(weight_power, bool)
+        or not isinstance(weight_power, int | float)
+        or weight_power < 0
+    ):
+        raise AppError(
+            f"config stats.weight_power must be a number >= 0 (0 = plain standardisation); "
+            f"got {weight_power!r}"
+        )
     seed = int(config.get("seed", 0))
     trainer_values = {"checkpoint_dir": str(out / "checkpoints"), **section(config, "train")}
     init = model_section.get("init")
@@ -289,6 +302,7 @@ def load_settings(config: dict[str, Any], out: Path) -> Settings:
         data=data,
         world=world,
         stats_clips=int(stats.get("clips", 128)),
+        weight_power=float(weight_power),
         seed=seed,
         temporal_start=temporal_start,
     )
@@ -351,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
         vae.eval()
         with torch.no_grad():
             videos = _stat_videos(settings, world, info)
-            mean, std = compute_latent_stats(vae, videos)
+            mean, std = compute_latent_stats(vae, videos, weight_power=settings.weight_power)
         if info.is_main:
             vae.save_pretrained(out / "vae")
         barrier()
