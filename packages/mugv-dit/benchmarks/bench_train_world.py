@@ -55,8 +55,26 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
 
 
 def get_vae(args, world: SyntheticWorld, info) -> VideoVAE:
-    if args.vae:
-        return VideoVAE.from_pretrained(args.vae).eval()
+    """The `--vae` checkpoint or a freshly trained VAE, its latent normalisation (re)fitted
+    on the first 128 train clips with `--latent-weight-power`."""
+    vae = VideoVAE.from_pretrained(args.vae) if args.vae else train_world_vae(args, world, info)
+    vae.eval()
+    n = world.size("train")
+    with torch.no_grad():
+        vids = [
+            torch.stack(
+                [
+                    clip_tensor(world.sample("train", i).clip.frames)
+                    for i in range(s, min(s + 16, n))
+                ]
+            )
+            for s in range(0, min(128, n), 16)
+        ]
+        compute_latent_stats(vae, vids, weight_power=args.latent_weight_power)
+    return vae
+
+
+def train_world_vae(args, world: SyntheticWorld, info) -> VideoVAE:
     vae = VideoVAE(VAE_CONFIGS[args.vae_config])
     n = world.size("train")
 
@@ -78,18 +96,6 @@ def get_vae(args, world: SyntheticWorld, info) -> VideoVAE:
     fit_within(
         lambda on_step: train_vae(vae, Data(), cfg, info=info, on_step=on_step), args.vae_minutes
     )
-    vae.eval()
-    with torch.no_grad():
-        vids = [
-            torch.stack(
-                [
-                    clip_tensor(world.sample("train", i).clip.frames)
-                    for i in range(s, min(s + 16, n))
-                ]
-            )
-            for s in range(0, min(128, n), 16)
-        ]
-        compute_latent_stats(vae, vids)
     return vae
 
 
@@ -179,6 +185,13 @@ def main() -> None:
         default=64 * 64,
         help="pixels at which the t schedule is unshifted (SPEC: 512*512, tuned for 512px+; at "
         "64x64 it would put almost no training at t > 0.8, where layout and colour are decided)",
+    )
+    p.add_argument(
+        "--latent-weight-power",
+        type=float,
+        default=0.25,
+        help="latent channels scaled by the VAE decoder's sensitivity to them ** this power "
+        "(mugv.vae.weight_latent_channels); 0 = plain per-channel standardisation",
     )
     p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--batch", type=int, default=16)
