@@ -161,7 +161,7 @@ def train_vae_stage(world: SyntheticWorld, plan: DemoPlan, out: Path, info: Any)
     vae.eval()
     with torch.no_grad():
         batches = (_to_video(pool[s : s + 16]) for s in range(0, min(128, len(pool)), 16))
-        compute_latent_stats(vae, batches)
+        compute_latent_stats(vae, batches, weight_power=plan.vae_latent_weight_power)
     vae.save_pretrained(out / "vae")
     return {
         "curves": {

@@ -45,6 +45,9 @@ class DemoPlan:
     vae_crop: int = 32
     vae_batch: int = 4
     vae_pool: int = 512
+    # The latents' channels are scaled by (decoder sensitivity) ** this power
+    # (`mugv.vae.weight_latent_channels`), so the DiT's loss favours what the decoder shows.
+    vae_latent_weight_power: float = 0.25
     dit_config: str = "tiny"
     dit_hidden: int = 96
     dit_depth: int = 4
@@ -54,7 +57,7 @@ class DemoPlan:
         ("clips", 17, 1400),
     )
     dit_batch: int = 32
-    dit_lr: float = 5e-4
+    dit_lr: float = 1e-2
     sample_steps: int = 25
     guidance: float = 4.0
 
