@@ -84,3 +84,24 @@ def test_bad_weighting_arguments_name_the_field():
         weight_latent_channels(vae, [], power=-0.5)
     with pytest.raises(VAEConfigError, match="at least one batch"):
         decoder_sensitivity(vae, [])
+
+
+def _latents(rank):
+    return torch.randn(2, 4, 2, 2, 2, generator=torch.Generator().manual_seed(10 + rank))
+
+
+def _ranks_sensitivity():
+    import torch.distributed as dist
+
+    return decoder_sensitivity(_vae(), [_latents(dist.get_rank())]).tolist()
+
+
+@pytest.mark.distributed
+def test_sensitivity_merges_across_ranks():
+    from mugv.infra.testing import run_ranks
+
+    results = run_ranks(_ranks_sensitivity, world_size=2)
+    # every rank draws the same seeded noise, so the merged figure is the mean of the ranks'
+    alone = [decoder_sensitivity(_vae(), [_latents(r)]) for r in range(2)]
+    for got in results:
+        torch.testing.assert_close(torch.tensor(got, dtype=torch.float64), sum(alone) / 2)

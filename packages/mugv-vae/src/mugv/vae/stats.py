@@ -17,6 +17,27 @@ from mugv.vae._errors import VAEConfigError
 from mugv.vae.model import VideoVAE
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _wire_device() -> torch.device:
+    """Where a collective's tensors must live: NCCL moves GPU tensors only, gloo CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _all_reduce_sum(*tensors: torch.Tensor) -> None:
+    """Sum (CPU) tensors over all ranks, in place."""
+    if not _distributed():
+        return
+    for t in tensors:
+        moved = t.to(_wire_device())
+        dist.all_reduce(moved)
+        t.copy_(moved)
+
+
 class RunningStats:
     """Streaming per-channel mean and variance of (B, C, ...) tensors."""
 
@@ -26,7 +47,7 @@ class RunningStats:
         self.m2 = torch.zeros(channels, dtype=torch.float64)
 
     def update(self, x: torch.Tensor) -> None:
-        x = x.detach().double().transpose(0, 1).reshape(x.shape[1], -1)  # (C, N)
+        x = x.detach().double().cpu().transpose(0, 1).reshape(x.shape[1], -1)  # (C, N)
         n = x.shape[1]
         mean = x.mean(1)
         m2 = ((x - mean[:, None]) ** 2).sum(1)
@@ -41,11 +62,12 @@ class RunningStats:
 
     def all_reduce(self) -> None:
         """Merge the statistics of every rank (call on all ranks; no-op when not distributed)."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if not _distributed():
             return
-        packed = torch.cat([self.count[None], self.mean, self.m2])
+        packed = torch.cat([self.count[None], self.mean, self.m2]).to(_wire_device())
         gathered = [torch.empty_like(packed) for _ in range(dist.get_world_size())]
         dist.all_gather(gathered, packed)
+        gathered = [p.cpu() for p in gathered]
         C = self.mean.numel()
         self.count.zero_(), self.mean.zero_(), self.m2.zero_()
         for p in gathered:
@@ -118,9 +140,7 @@ def decoder_sensitivity(
             moved[:, c] += noise
             total[c] += float(((vae.decode(moved) - base).double() ** 2).mean()) * len(z)
         count += len(z)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        for t in (total, count):
-            dist.all_reduce(t)
+    _all_reduce_sum(total, count)
     if count == 0:
         raise VAEConfigError("decoder_sensitivity needs at least one batch of latents")
     return total / count / sigma**2
@@ -214,13 +234,11 @@ def fit_linear_shortcut(vae: VideoVAE, videos: Iterable[torch.Tensor]) -> VideoV
     outer = torch.zeros(dim, dim, dtype=torch.float64)
     for video in videos:
         feats = vae.spatial_features(video)  # (B, C_mid, 8t, h, w)
-        x = rearrange(feats, "B C (t g) h w -> (B t h w) (C g)", g=g).double()
+        x = rearrange(feats, "B C (t g) h w -> (B t h w) (C g)", g=g).double().cpu()
         count += x.shape[0]
         total += x.sum(0)
         outer += x.T @ x
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        for t in (count, total, outer):
-            dist.all_reduce(t)
+    _all_reduce_sum(count, total, outer)
     if count < 2:
         raise VAEConfigError("fit_linear_shortcut needs at least two feature groups of data")
     mean = total / count
