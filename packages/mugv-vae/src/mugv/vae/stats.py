@@ -101,12 +101,14 @@ def compute_latent_stats(
             f"weight_clips >= 1; got {weight_power} and {weight_clips}"
         )
     stats = RunningStats(vae.latent_channels)
-    kept: list[torch.Tensor] = []
+    kept: list[torch.Tensor] = []  # the first weight_clips clips' latents, for the weighting
+    room = weight_clips if weight_power else 0
     for video in videos:
         z = vae.posterior(video).mean
         stats.update(z)
-        if weight_power and sum(len(k) for k in kept) < weight_clips:
-            kept.append(z[: weight_clips - sum(len(k) for k in kept)])
+        if room > 0:
+            kept.append(z[:room])
+            room -= len(kept[-1])
     stats.all_reduce()
     mean, std = stats.mean.float(), stats.std.float().clamp(min=eps)
     vae.latent_mean.copy_(mean)
