@@ -391,8 +391,8 @@ class DPOStep:
             pair_loss, logit = dpo_loss(err[:n], err[n:], ref_err[:n], ref_err[n:], cfg.beta)
             loss = loss + pair_loss.mean()
             logs["loss/dpo"] = pair_loss.mean().item()
-            logs["dpo/accuracy"] = float((logit > 0).float().mean())
-            logs["dpo/margin"] = float(logit.mean())
+            logs["dpo/accuracy"] = (logit > 0).float().mean().item()
+            logs["dpo/margin"] = logit.mean().item()
         if "singles" in batch:
             part = batch["singles"]
             x0 = part["latents"].to(device, dtype)
