@@ -14,6 +14,7 @@ from mugv.data.oracle import Oracle
 from mugv.data.preference import (
     CorrectnessLabel,
     PreferencePair,
+    best_worst_labels,
     oracle_labels,
     read_labels,
     scorer_labels,
@@ -84,6 +85,28 @@ def test_oracle_labels_clips_in_memory_and_ties(clips):
     pairs = oracle_labels(PROMPTS[:1], [clip], [good[0]])
     assert pairs[0].choice == "tie"
     assert pairs[0].video_b == str(good[0])
+
+
+def test_best_worst_pairs_the_rendered_video_with_an_unrelated_one(clips):
+    _, good, bad = clips
+    # prompt 0: the rendered clip in the middle of three; prompt 1: three unrelated clips
+    videos = [[bad[0], good[0], bad[1]], [bad[0], bad[2], bad[0]]]
+    pairs = best_worst_labels(PROMPTS[:2], videos)
+    first, second = pairs
+    assert first.choice == "a" and first.video_a == str(good[0])
+    assert first.metadata["best"] == 1 and first.metadata["score_a"] == 1.0
+    assert first.metadata["score_b"] == 0.0 and first.metadata["worst"] in (0, 2)
+    assert first.metadata["scores"][1] == 1.0 and len(first.metadata["scores"]) == 3
+    assert second.choice == "tie" and second.metadata["best"] != second.metadata["worst"]
+    assert [p.metadata["index"] for p in pairs] == [0, 1]
+
+
+def test_best_worst_checks_its_input(clips):
+    _, good, bad = clips
+    with pytest.raises(SchemaError, match="one list per prompt"):
+        best_worst_labels(PROMPTS, [[good[0], bad[0]]])
+    with pytest.raises(SchemaError, match="prompt 0 has 1 video"):
+        best_worst_labels(PROMPTS[:1], [[good[0]]])
 
 
 def test_scorer_labels_skips_nan_pairs(clips, caplog):

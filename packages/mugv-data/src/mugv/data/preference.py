@@ -9,6 +9,8 @@ the labelling tool (`mugv label`) and the automatic labellers write:
   (``"preference"`` or ``"correctness"``). Video paths in the file are relative to the file's
   folder when relative, so a folder of videos with its labels file can be moved as a whole.
 - `oracle_labels`: prefers the video the world oracle scores higher against its prompt.
+- `best_worst_labels`: of K videos per prompt, pairs the one the oracle scores best with the
+  worst (best-of-K pairs carry a larger, clearer margin than two random draws).
 - `scorer_labels`: the same with any `VideoTextScorer` (e.g. the retrieval model's score).
 """
 
@@ -273,6 +275,58 @@ def oracle_labels(
                 choice=_choose(score_a, score_b),
                 source="oracle",
                 metadata={"index": i, "score_a": score_a, "score_b": score_b},
+            )
+        )
+    return pairs
+
+
+def best_worst_labels(
+    prompts: Sequence[str],
+    videos: Sequence[Sequence[Video]],
+    oracle: Any = None,
+) -> list[PreferencePair]:
+    """One pair per prompt: the best of its K >= 2 videos (``video_a``) against the worst.
+
+    ``videos[i]`` holds prompt i's videos; the oracle's "all" score against the prompt ranks
+    them (the first of equals wins). ``choice`` is ``"a"``, or ``"tie"`` when all K score the
+    same. Metadata: ``index`` (the prompt's position), ``best`` / ``worst`` (positions within
+    ``videos[i]``), ``score_a`` / ``score_b`` and ``scores`` (all K, for absolute labels).
+    """
+    from mugv.data.oracle import Oracle
+    from mugv.data.world import parse_prompt
+
+    if len(prompts) != len(videos):
+        raise SchemaError(
+            f"best_worst_labels: videos must hold one list per prompt; got {len(prompts)} "
+            f"prompts and {len(videos)} lists"
+        )
+    oracle = oracle or Oracle()
+    pairs = []
+    for i, (prompt, group) in enumerate(zip(prompts, videos)):
+        if len(group) < 2:
+            raise SchemaError(
+                f"best_worst_labels: prompt {i} has {len(group)} video(s); each needs at least 2"
+            )
+        spec = parse_prompt(prompt)
+        scores = [float(oracle.score(_load(v).frames, spec)["all"]) for v in group]
+        best, worst = int(np.argmax(scores)), int(np.argmin(scores))
+        if best == worst:  # all equal: argmax and argmin both give the first
+            worst = 1
+        pairs.append(
+            PreferencePair(
+                prompt=prompt,
+                video_a=_video_name(group[best]),
+                video_b=_video_name(group[worst]),
+                choice=_choose(scores[best], scores[worst]),
+                source="oracle",
+                metadata={
+                    "index": i,
+                    "best": best,
+                    "worst": worst,
+                    "score_a": scores[best],
+                    "score_b": scores[worst],
+                    "scores": scores,
+                },
             )
         )
     return pairs
