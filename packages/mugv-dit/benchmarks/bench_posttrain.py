@@ -5,18 +5,20 @@
 The issue-11 quality experiment, on the synthetic world, on a CPU:
 1. SFT: a small MUGDiT learns world clips (one shape, 9 frames, 32x32) with the joint-task
    rectified flow for at most `--sft-minutes`. The codec is a lossless space-to-depth codec
-   (`bench_enhance.SpaceToDepth`) unless `--vae DIR` names a `mugv.vae.VideoVAE`: the world VAE
-   available so far reconstructs clips the oracle scores 0, which would hide any DiT change.
+   (`bench_enhance.SpaceToDepth`) unless `--vae DIR` names a `mugv.vae.VideoVAE` (e.g. the
+   world VAE of `mugv-vae`'s `bench_train_world.py`, whose reconstructions the oracle reads).
 2. Before: the SFT model generates the held-out test prompts (Euler, CFG 4.0); the `mugv.data`
-   oracle scores colour+shape, motion and all attributes.
-3. Per seed: the SFT model generates two videos (two noise seeds) for each of `--pair-prompts`
-   train prompts; `mugv.data.preference.oracle_labels` labels the pairs by the oracle's mean
-   attribute accuracy (colour, shape, size, motion; `GradedOracle`; ties dropped), and each
-   video whose attributes are all right / all wrong becomes a correct / incorrect sample
+   oracle scores each attribute, colour+shape, and all attributes at once.
+3. Per seed: the SFT model generates `--samples-per-prompt` videos (K noise seeds) for each of
+   `--pair-prompts` train prompts; the oracle's mean attribute accuracy (colour, shape, size,
+   motion; `GradedOracle`) ranks them, and the best and the worst of each prompt form a pair
+   (`mugv.data.preference.best_worst_labels`; prompts whose K videos all tie give none).
+   Each video whose attributes are all right / all wrong becomes a correct / incorrect sample
    (absolute labels). DPO (`mugv.dit.preference`) then trains, from the SFT weights, (a) LoRA
    adapters (reference = adapters off) and (b) all weights (reference = a frozen SFT copy).
 4. After: each tuned model (EMA weights, LoRA merged) generates the same test prompts with the
-   same noise; the oracle scores them. Printed: before/after per seed and variant.
+   same noise (`--eval-repeats` noise draws per prompt); the oracle scores them. Printed:
+   before/after per seed and variant, led by the mean attribute accuracy the pairs rank by.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from _bench_common import clip_tensor, fit_within
 from bench_enhance import SpaceToDepth
 
 from mugv.data.oracle import Oracle
-from mugv.data.preference import oracle_labels
+from mugv.data.preference import best_worst_labels
 from mugv.data.world import SyntheticWorld, WorldConfig, parse_prompt
 from mugv.dit.config import dit_config
 from mugv.dit.lora import LoRAConfig, apply_lora, merge_lora
@@ -49,6 +51,7 @@ from mugv.infra.trainer import TrainerConfig
 
 log = logging.getLogger("bench_posttrain")
 FPS = 8.0
+ATTRIBUTES = ("colour", "shape", "size", "motion")
 
 
 class GradedOracle:
@@ -62,7 +65,7 @@ class GradedOracle:
     def score(self, frames: np.ndarray, spec) -> dict[str, float]:
         out = dict(self.oracle.score(frames, spec))
         out["exact"] = out["all"]
-        out["all"] = float(np.mean([out[k] for k in ("colour", "shape", "size", "motion")]))
+        out["all"] = float(np.mean([out[k] for k in ATTRIBUTES]))
         return out
 
 
@@ -85,14 +88,38 @@ def generate(pipe: Pipeline, prompts: list[str], cfg: GenerationConfig, batch: i
 
 
 def oracle_scores(oracle: Oracle, clips, prompts: list[str]) -> dict[str, float]:
+    """Mean oracle scores; "attributes" is the mean attribute accuracy (what the pairs rank by),
+    "all" the share of videos with every attribute right."""
     rows = [oracle.score(c.frames, parse_prompt(p)) for c, p in zip(clips, prompts)]
-    return {k: float(np.mean([r[k] for r in rows])) for k in ("colour_shape", "motion", "all")}
+    out = {k: float(np.mean([r[k] for r in rows])) for k in (*ATTRIBUTES, "colour_shape", "all")}
+    return out | {"attributes": float(np.mean([out[k] for k in ATTRIBUTES]))}
+
+
+@torch.no_grad()
+def sft_dataset(world, codec, encoder, height: int, width: int) -> LatentTextDataset:
+    """Every training clip of `world`, encoded, once per caption."""
+    train = [world.sample("train", i) for i in range(world.size("train"))]
+    video = torch.stack([clip_tensor(s.clip.frames) for s in train])
+    latents = torch.cat([codec.encode(video[i : i + 16]) for i in range(0, len(video), 16)])
+    rows, feats = [], []
+    for i, sample in enumerate(train):
+        tokens, mask = encoder.encode(sample.captions)
+        for k in range(len(sample.captions)):
+            rows.append(i)
+            feats.append(tokens[k, mask[k]])
+    return LatentTextDataset(latents[rows], feats, world.config.fps, height=height, width=width)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench_posttrain.json")
     p.add_argument("--vae", default=None, help="a VideoVAE folder (default: lossless codec)")
+    p.add_argument(
+        "--demo",
+        default=None,
+        help="a `mugv demo` output folder: tune its final DiT in its world, with its VAE, "
+        "sampler settings and test prompts (overrides --vae, --sft-dir, --test-clips, sizes)",
+    )
     p.add_argument("--train-clips", type=int, default=400)
     p.add_argument("--test-clips", type=int, default=48)
     p.add_argument(
@@ -109,6 +136,13 @@ def main() -> None:
     p.add_argument("--sft-minutes", type=float, default=8.0)
     p.add_argument("--sft-lr", type=float, default=1e-3)
     p.add_argument("--pair-prompts", type=int, default=96)
+    p.add_argument(
+        "--samples-per-prompt",
+        type=int,
+        default=4,
+        help="videos generated per pair prompt; its best and worst make the pair",
+    )
+    p.add_argument("--eval-repeats", type=int, default=2, help="noise draws per test prompt")
     p.add_argument("--dpo-steps", type=int, default=300)
     p.add_argument("--dpo-minutes", type=float, default=2.0)
     p.add_argument("--beta", type=float, default=500.0)
@@ -124,63 +158,70 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    size, frames = 32, 9
-    world = SyntheticWorld(
-        WorldConfig(
-            num_frames=frames,
-            height=size,
-            width=size,
-            fps=FPS,
+    if args.demo:  # the demo's world, VAE and final DiT stage (`mugv demo` output folder)
+        from mugv.vae import VideoVAE
+
+        plan = json.loads(Path(args.demo, "plan.json").read_text())
+        height, width, fps = plan["height"], plan["width"], float(plan["fps"])
+        frames = plan["curriculum"][-1][1]
+        world_cfg = dict(
+            seed=plan["seed"],
+            max_objects=plan["max_objects"],
+            train_size=plan["train_clips"],
+            val_size=max(8, plan["test_prompts"]),  # as `mugv demo` draws its world
+            test_size=plan["test_prompts"],
+        )
+        args.sample_steps, args.guidance = plan["sample_steps"], plan["guidance"]
+        codec, strides = VideoVAE.from_pretrained(Path(args.demo, "vae")).eval(), (8, 8)
+        args.sft_dir = str(sorted(Path(args.demo, "dit").glob("stage-*"))[-1])
+    else:
+        height = width = 32
+        frames, fps = 9, FPS
+        world_cfg = dict(
             seed=0,
             max_objects=1,
             train_size=args.train_clips,
             val_size=8,
             test_size=args.test_clips,
         )
-    )
-    if args.vae:
-        from mugv.vae import VideoVAE
+        if args.vae:
+            from mugv.vae import VideoVAE
 
-        codec, strides = VideoVAE.from_pretrained(args.vae).eval(), (8, 8)
-    else:
-        codec, strides = SpaceToDepth(4), (4, 1)
+            codec, strides = VideoVAE.from_pretrained(args.vae).eval(), (8, 8)
+        else:
+            codec, strides = SpaceToDepth(4), (4, 1)
+    world = SyntheticWorld(
+        WorldConfig(num_frames=frames, height=height, width=width, fps=fps, **world_cfg)
+    )
     encoder = HFTextEncoder(max_length=32)
     oracle = Oracle()
-    flow = RectifiedFlow(FlowConfig(base_pixels=size * size))
-
-    train = [world.sample("train", i) for i in range(args.train_clips)]
-    with torch.no_grad():
-        video = torch.stack([clip_tensor(s.clip.frames) for s in train])
-        latents = torch.cat([codec.encode(video[i : i + 16]) for i in range(0, len(video), 16)])
-    rows, feats = [], []
-    for i, sample in enumerate(train):
-        tokens, mask = encoder.encode(sample.captions)
-        for k in range(len(sample.captions)):
-            rows.append(i)
-            feats.append(tokens[k, mask[k]])
-    dataset = LatentTextDataset(latents[rows], feats, FPS, height=size, width=size)
-    tests = [world.sample("test", i) for i in range(args.test_clips)]
+    flow = RectifiedFlow(FlowConfig(base_pixels=height * width))
+    n_train = world.size("train")
+    pair_prompts = [
+        world.sample("train", i % n_train).captions[1] for i in range(args.pair_prompts)
+    ]
+    tests = [world.sample("test", i) for i in range(world.size("test"))]
     test_prompts = [s.captions[0] for s in tests]
-    pair_prompts = [train[i % len(train)].captions[1] for i in range(args.pair_prompts)]
     results: dict[str, object] = {"args": vars(args)}
 
     with single_process(seed=0) as info:
-        cfg = dit_config(
-            "tiny",
-            text_dim=encoder.dim,
-            in_channels=codec.latent_channels,
-            hidden_size=args.hidden,
-            num_heads=args.heads,
-            depth=args.depth,
-        )
         if args.sft_dir and Path(args.sft_dir, "model.safetensors").is_file():
             sft = MUGDiT.from_pretrained(args.sft_dir)
             results["sft"] = {"loaded": args.sft_dir}
         else:
-            sft = MUGDiT(cfg)
+            sft = MUGDiT(
+                dit_config(
+                    "tiny",
+                    text_dim=encoder.dim,
+                    in_channels=codec.latent_channels,
+                    hidden_size=args.hidden,
+                    num_heads=args.heads,
+                    depth=args.depth,
+                )
+            )
             trainer = train_dit(
                 sft,
-                dataset,
+                sft_dataset(world, codec, encoder, height, width),
                 TrainerConfig(
                     steps=args.sft_steps,
                     lr=args.sft_lr,
@@ -199,6 +240,7 @@ def main() -> None:
             results["sft"] = {"steps": trainer.step, "seconds": time.perf_counter() - t0}
             if args.sft_dir:
                 sft.save_pretrained(args.sft_dir)
+        cfg = sft.dit
 
         def pipeline(model):
             return Pipeline(
@@ -216,16 +258,21 @@ def main() -> None:
         def evaluate(model, seed: int) -> dict[str, float]:
             gen = GenerationConfig(
                 num_frames=frames,
-                height=size,
-                width=size,
-                fps=FPS,
+                height=height,
+                width=width,
+                fps=fps,
                 num_steps=args.sample_steps,
                 guidance_scale=args.guidance,
                 seed=1000 * seed,
             )
-            _, clips = generate(pipeline(model), test_prompts, gen)
-            return oracle_scores(oracle, clips, test_prompts)
+            prompts = test_prompts * args.eval_repeats  # repeat r gets other noise
+            _, clips = generate(pipeline(model), prompts, gen)
+            return oracle_scores(oracle, clips, prompts)
 
+        graded = GradedOracle(oracle)
+        n_prompts, k = len(pair_prompts), args.samples_per_prompt
+        tokens, mask = encoder.encode(pair_prompts)
+        text = [tokens[i, mask[i]] for i in range(n_prompts)]
         per_seed = []
         for seed in args.seeds:
             torch.manual_seed(seed)
@@ -233,44 +280,45 @@ def main() -> None:
             log.info("seed %d: SFT %s", seed, row["before"])
             gen = GenerationConfig(
                 num_frames=frames,
-                height=size,
-                width=size,
-                fps=FPS,
+                height=height,
+                width=width,
+                fps=fps,
                 num_steps=args.sample_steps,
                 guidance_scale=args.guidance,
                 seed=10_000 * (seed + 1),
             )
-            z_a, clips_a = generate(pipeline(sft), pair_prompts, gen)
-            gen_b = GenerationConfig(**{**vars(gen), "seed": gen.seed + len(pair_prompts)})
-            z_b, clips_b = generate(pipeline(sft), pair_prompts, gen_b)
-            labels = oracle_labels(pair_prompts, clips_a, clips_b, GradedOracle(oracle))
-            keep = [(i, lab.choice) for i, lab in enumerate(labels) if lab.choice != "tie"]
-            score = [lab.metadata["score_a"] for lab in labels] + [
-                lab.metadata["score_b"] for lab in labels
-            ]
-            z_all = torch.cat([z_a, z_b])
-            tokens, mask = encoder.encode(pair_prompts)
-            text = [tokens[i, mask[i]] for i in range(len(pair_prompts))]
-            absolute = [i for i, s in enumerate(score) if s in (0.0, 1.0)]  # all or nothing
-            win = [i if c == "a" else i + len(pair_prompts) for i, c in keep]
-            lose = [i + len(pair_prompts) if c == "a" else i for i, c in keep]
+            # Video j of prompt i is number j * n_prompts + i; each has its own noise.
+            z_all, clips = generate(pipeline(sft), pair_prompts * k, gen)
+            groups = [[clips[j * n_prompts + i] for j in range(k)] for i in range(n_prompts)]
+            labels = best_worst_labels(pair_prompts, groups, graded)
+            keep = [i for i, lab in enumerate(labels) if lab.choice == "a"]
+            best = [labels[i].metadata["best"] * n_prompts + i for i in keep]
+            worst = [labels[i].metadata["worst"] * n_prompts + i for i in keep]
+            score = [0.0] * len(clips)
+            for i, lab in enumerate(labels):
+                for j, value in enumerate(lab.metadata["scores"]):
+                    score[j * n_prompts + i] = value
+            absolute = [j for j, s in enumerate(score) if s in (0.0, 1.0)]  # all or nothing
             data = PreferenceLatents(
-                height=size,
-                width=size,
-                fps=FPS,
-                latents_w=z_all[win],
-                latents_l=z_all[lose],
-                pair_texts=[text[i] for i, _ in keep],
+                height=height,
+                width=width,
+                fps=fps,
+                latents_w=z_all[best],
+                latents_l=z_all[worst],
+                pair_texts=[text[i] for i in keep],
                 latents=z_all[absolute],
-                texts=[text[i % len(pair_prompts)] for i in absolute],
-                correct=[score[i] == 1.0 for i in absolute],
+                texts=[text[j % n_prompts] for j in absolute],
+                correct=[score[j] == 1.0 for j in absolute],
             )
             row["labels"] = {
                 "pairs": len(keep),
-                "ties": len(labels) - len(keep),
-                "correct": sum(score[i] == 1.0 for i in absolute),
-                "incorrect": sum(score[i] == 0.0 for i in absolute),
+                "prompts_without_pair": n_prompts - len(keep),
+                "correct": sum(score[j] == 1.0 for j in absolute),
+                "incorrect": sum(score[j] == 0.0 for j in absolute),
                 "sft_pair_score": float(np.mean(score)),
+                "pair_margin": float(
+                    np.mean([score[b] - score[w] for b, w in zip(best, worst)]) if keep else 0.0
+                ),
             }
             log.info("seed %d: labels %s", seed, row["labels"])
             for variant in ("lora", "full"):
@@ -314,21 +362,25 @@ def main() -> None:
             with open(args.out, "w") as f:
                 json.dump(results, f, indent=2)
 
+    sft_note = results["sft"].get("loaded") or f"{results['sft']['steps']} steps"
     print(
-        f"\nSFT MUGDiT {args.hidden}/{args.heads}/{args.depth}: {results['sft']['steps']} steps; "
-        f"{len(test_prompts)} held-out test prompts; oracle scores (colour+shape / motion / all)"
+        f"\nSFT MUGDiT {cfg.hidden_size}/{cfg.num_heads}/{cfg.depth} ({sft_note}); "
+        f"{len(test_prompts)} held-out test prompts x {args.eval_repeats} noise draws; oracle "
+        "scores (mean attribute accuracy, colour+shape, motion, all attributes right)"
     )
-    print(f"{'seed':<6}{'model':<8}{'colour+shape':>14}{'motion':>9}{'all':>7}{'dpo steps':>11}")
+    cols = ("attributes", "colour_shape", "motion", "all")
+    print(f"{'seed':<6}{'model':<8}" + "".join(f"{c:>14}" for c in cols) + f"{'dpo steps':>11}")
     for row in per_seed:
         for name in ("before", "lora", "full"):
             r = row[name]
             print(
-                f"{row['seed']:<6}{name:<8}{r['colour_shape']:>14.3f}{r['motion']:>9.3f}"
-                f"{r['all']:>7.3f}{r.get('steps', ''):>11}"
+                f"{row['seed']:<6}{name:<8}"
+                + "".join(f"{r[c]:>14.3f}" for c in cols)
+                + f"{r.get('steps', ''):>11}"
             )
     for name in ("before", "lora", "full"):
-        mean = {k: np.mean([row[name][k] for row in per_seed]) for k in ("colour_shape", "all")}
-        print(f"mean {name:<8} colour+shape {mean['colour_shape']:.3f}  all {mean['all']:.3f}")
+        mean = [np.mean([row[name][c] for row in per_seed]) for c in cols]
+        print(f"{'mean':<6}{name:<8}" + "".join(f"{m:>14.3f}" for m in mean))
     results["total_s"] = time.perf_counter() - t_start
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
