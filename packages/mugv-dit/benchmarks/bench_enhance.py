@@ -30,10 +30,9 @@ import time
 
 import einops
 import torch
-from _bench_common import clip_tensor, fit_within
+from _bench_common import clip_tensor, fit_within, tiny_config
 
 from mugv.data.world import SyntheticWorld, WorldConfig
-from mugv.dit.config import dit_config
 from mugv.dit.enhance import (
     EnhanceConfig,
     EnhancePairs,
@@ -157,14 +156,7 @@ def main() -> None:
 
     lo, hi = min(args.eval_sigmas), max(args.eval_sigmas)
     with single_process(seed=args.seed) as info:
-        cfg = dit_config(
-            "tiny",
-            text_dim=encoder.dim,
-            in_channels=codec.latent_channels,
-            hidden_size=args.hidden,
-            num_heads=args.heads,
-            depth=args.depth,
-        )
+        cfg = tiny_config(args, encoder.dim, codec.latent_channels)
         model = MUGDiT(cfg)
         params = sum(p.numel() for p in model.parameters())
         trainer = train_enhancer(

@@ -32,13 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _bench_common import clip_tensor, fit_within
+from _bench_common import encode_world, fit_within, tiny_config
 from bench_enhance import SpaceToDepth
 
 from mugv.data.oracle import Oracle
 from mugv.data.preference import best_worst_labels
 from mugv.data.world import SyntheticWorld, WorldConfig, parse_prompt
-from mugv.dit.config import dit_config
 from mugv.dit.lora import LoRAConfig, apply_lora, merge_lora
 from mugv.dit.model import MUGDiT
 from mugv.dit.pipeline import GenerationConfig, Pipeline, video_to_clips
@@ -95,18 +94,9 @@ def oracle_scores(oracle: Oracle, clips, prompts: list[str]) -> dict[str, float]
     return out | {"attributes": float(np.mean([out[k] for k in ATTRIBUTES]))}
 
 
-@torch.no_grad()
 def sft_dataset(world, codec, encoder, height: int, width: int) -> LatentTextDataset:
     """Every training clip of `world`, encoded, once per caption."""
-    train = [world.sample("train", i) for i in range(world.size("train"))]
-    video = torch.stack([clip_tensor(s.clip.frames) for s in train])
-    latents = torch.cat([codec.encode(video[i : i + 16]) for i in range(0, len(video), 16)])
-    rows, feats = [], []
-    for i, sample in enumerate(train):
-        tokens, mask = encoder.encode(sample.captions)
-        for k in range(len(sample.captions)):
-            rows.append(i)
-            feats.append(tokens[k, mask[k]])
+    latents, rows, feats, _ = encode_world(world, codec, encoder, "train", world.size("train"))
     return LatentTextDataset(latents[rows], feats, world.config.fps, height=height, width=width)
 
 
@@ -209,16 +199,7 @@ def main() -> None:
             sft = MUGDiT.from_pretrained(args.sft_dir)
             results["sft"] = {"loaded": args.sft_dir}
         else:
-            sft = MUGDiT(
-                dit_config(
-                    "tiny",
-                    text_dim=encoder.dim,
-                    in_channels=codec.latent_channels,
-                    hidden_size=args.hidden,
-                    num_heads=args.heads,
-                    depth=args.depth,
-                )
-            )
+            sft = MUGDiT(tiny_config(args, encoder.dim, codec.latent_channels))
             trainer = train_dit(
                 sft,
                 sft_dataset(world, codec, encoder, height, width),

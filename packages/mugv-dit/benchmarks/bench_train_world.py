@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 import torch
-from _bench_common import clip_tensor, fit_within
+from _bench_common import clip_tensor, encode_world, fit_within
 
 from mugv.data.oracle import Oracle
 from mugv.data.world import SceneSpec, SyntheticWorld, WorldConfig
@@ -97,23 +97,6 @@ def train_world_vae(args, world: SyntheticWorld, info) -> VideoVAE:
         lambda on_step: train_vae(vae, Data(), cfg, info=info, on_step=on_step), args.vae_minutes
     )
     return vae
-
-
-@torch.no_grad()
-def encode_world(world, vae, encoder, split: str, count: int, batch: int = 16):
-    latents, clips = [], []
-    for start in range(0, count, batch):
-        items = [world.sample(split, i) for i in range(start, min(start + batch, count))]
-        latents.append(vae.encode(torch.stack([clip_tensor(c.clip.frames) for c in items])))
-        clips += items
-    latents = torch.cat(latents)  # (N, C, t, h, w)
-    rows, feats = [], []
-    for i, item in enumerate(clips):
-        tokens, mask = encoder.encode(item.captions)
-        for k in range(len(item.captions)):
-            rows.append(i)
-            feats.append(tokens[k, mask[k]])
-    return latents, rows, feats, clips
 
 
 @torch.no_grad()
