@@ -125,7 +125,7 @@ def main() -> None:
     p.add_argument("--sft-steps", type=int, default=4000)
     p.add_argument("--sft-minutes", type=float, default=8.0)
     p.add_argument("--sft-lr", type=float, default=1e-3)
-    p.add_argument("--pair-prompts", type=int, default=96)
+    p.add_argument("--pair-prompts", type=int, default=192)
     p.add_argument(
         "--samples-per-prompt",
         type=int,
@@ -133,8 +133,8 @@ def main() -> None:
         help="videos generated per pair prompt; its best and worst make the pair",
     )
     p.add_argument("--eval-repeats", type=int, default=2, help="noise draws per test prompt")
-    p.add_argument("--dpo-steps", type=int, default=300)
-    p.add_argument("--dpo-minutes", type=float, default=2.0)
+    p.add_argument("--dpo-steps", type=int, default=600)
+    p.add_argument("--dpo-minutes", type=float, default=3.0)
     p.add_argument("--beta", type=float, default=500.0)
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--lora-lr", type=float, default=1e-3)
