@@ -275,10 +275,9 @@ def main() -> None:
             keep = [i for i, lab in enumerate(labels) if lab.choice == "a"]
             best = [labels[i].metadata["best"] * n_prompts + i for i in keep]
             worst = [labels[i].metadata["worst"] * n_prompts + i for i in keep]
-            score = [0.0] * len(clips)
-            for i, lab in enumerate(labels):
-                for j, value in enumerate(lab.metadata["scores"]):
-                    score[j * n_prompts + i] = value
+            score = [
+                labels[j % n_prompts].metadata["scores"][j // n_prompts] for j in range(len(clips))
+            ]
             absolute = [j for j, s in enumerate(score) if s in (0.0, 1.0)]  # all or nothing
             data = PreferenceLatents(
                 height=height,
