@@ -108,10 +108,17 @@ def main() -> None:
         "--demo",
         default=None,
         help="a `mugv demo` output folder: tune its final DiT in its world, with its VAE, "
-        "sampler settings and test prompts (overrides --vae, --sft-dir, --test-clips, sizes)",
+        "sampler settings and test prompts (overrides --vae, --sft-dir, sizes)",
     )
     p.add_argument("--train-clips", type=int, default=400)
-    p.add_argument("--test-clips", type=int, default=48)
+    p.add_argument(
+        "--test-clips",
+        type=int,
+        default=None,
+        help="held-out test prompts (default 48; with --demo, the demo's own count). A world's "
+        "test scenes depend only on (seed, index), so a larger count keeps the smaller set's "
+        "prompts and adds more, never touching training",
+    )
     p.add_argument(
         "--hidden",
         type=int,
@@ -159,7 +166,7 @@ def main() -> None:
             max_objects=plan["max_objects"],
             train_size=plan["train_clips"],
             val_size=max(8, plan["test_prompts"]),  # as `mugv demo` draws its world
-            test_size=plan["test_prompts"],
+            test_size=args.test_clips or plan["test_prompts"],
         )
         args.sample_steps, args.guidance = plan["sample_steps"], plan["guidance"]
         codec, strides = VideoVAE.from_pretrained(Path(args.demo, "vae")).eval(), (8, 8)
@@ -172,7 +179,7 @@ def main() -> None:
             max_objects=1,
             train_size=args.train_clips,
             val_size=8,
-            test_size=args.test_clips,
+            test_size=args.test_clips or 48,
         )
         if args.vae:
             from mugv.vae import VideoVAE
