@@ -18,7 +18,8 @@ The issue-11 quality experiment, on the synthetic world, on a CPU:
    adapters (reference = adapters off) and (b) all weights (reference = a frozen SFT copy).
 4. After: each tuned model (EMA weights, LoRA merged) generates the same test prompts with the
    same noise (`--eval-repeats` noise draws per prompt); the oracle scores them. Printed:
-   before/after per seed and variant, led by the mean attribute accuracy the pairs rank by.
+   before/after per seed and variant, led by the mean attribute accuracy the pairs rank by,
+   with its paired gain over the same videos and that gain's standard error.
 """
 
 from __future__ import annotations
@@ -88,10 +89,19 @@ def generate(pipe: Pipeline, prompts: list[str], cfg: GenerationConfig, batch: i
 
 def oracle_scores(oracle: Oracle, clips, prompts: list[str]) -> dict[str, float]:
     """Mean oracle scores; "attributes" is the mean attribute accuracy (what the pairs rank by),
-    "all" the share of videos with every attribute right."""
+    "all" the share of videos with every attribute right, "per_video" each video's attribute
+    accuracy (for paired before/after differences)."""
     rows = [oracle.score(c.frames, parse_prompt(p)) for c, p in zip(clips, prompts)]
     out = {k: float(np.mean([r[k] for r in rows])) for k in (*ATTRIBUTES, "colour_shape", "all")}
-    return out | {"attributes": float(np.mean([out[k] for k in ATTRIBUTES]))}
+    per_video = [float(np.mean([r[k] for k in ATTRIBUTES])) for r in rows]
+    return out | {"attributes": float(np.mean(per_video)), "per_video": per_video}
+
+
+def paired_gain(before: dict, after: dict) -> dict[str, float]:
+    """Mean attribute-accuracy gain over the same videos' noise, and its standard error."""
+    diff = np.asarray(after["per_video"]) - np.asarray(before["per_video"])
+    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    return {"gain": float(diff.mean()), "gain_se": float(se)}
 
 
 def sft_dataset(world, codec, encoder, height: int, width: int) -> LatentTextDataset:
@@ -343,6 +353,7 @@ def main() -> None:
                     "steps": tuner.step,
                     "seconds": time.perf_counter() - t0,
                 }
+                row[variant] |= paired_gain(row["before"], row[variant])
                 log.info("seed %d: %s %s", seed, variant, row[variant])
             per_seed.append(row)
             results["per_seed"] = per_seed
@@ -356,14 +367,19 @@ def main() -> None:
         "scores (mean attribute accuracy, colour+shape, motion, all attributes right)"
     )
     cols = ("attributes", "colour_shape", "motion", "all")
-    print(f"{'seed':<6}{'model':<8}" + "".join(f"{c:>14}" for c in cols) + f"{'dpo steps':>11}")
+    print(
+        f"{'seed':<6}{'model':<8}"
+        + "".join(f"{c:>14}" for c in cols)
+        + f"{'gain +- se':>16}{'dpo steps':>11}"
+    )
     for row in per_seed:
         for name in ("before", "lora", "full"):
             r = row[name]
+            gain = f"{r['gain']:+.3f} +- {r['gain_se']:.3f}" if "gain" in r else ""
             print(
                 f"{row['seed']:<6}{name:<8}"
                 + "".join(f"{r[c]:>14.3f}" for c in cols)
-                + f"{r.get('steps', ''):>11}"
+                + f"{gain:>16}{r.get('steps', ''):>11}"
             )
     for name in ("before", "lora", "full"):
         mean = [np.mean([row[name][c] for row in per_seed]) for c in cols]
