@@ -104,6 +104,11 @@ def paired_gain(before: dict, after: dict) -> dict[str, float]:
     return {"gain": float(diff.mean()), "gain_se": float(se)}
 
 
+def brief(scores: dict) -> dict:
+    """`scores` without the per-video list, for the log."""
+    return {k: v for k, v in scores.items() if k != "per_video"}
+
+
 def sft_dataset(world, codec, encoder, height: int, width: int) -> LatentTextDataset:
     """Every training clip of `world`, encoded, once per caption."""
     latents, rows, feats, _ = encode_world(world, codec, encoder, "train", world.size("train"))
@@ -275,7 +280,7 @@ def main() -> None:
         for seed in args.seeds:
             torch.manual_seed(seed)
             row: dict[str, object] = {"seed": seed, "before": evaluate(sft, seed)}
-            log.info("seed %d: SFT %s", seed, row["before"])
+            log.info("seed %d: SFT %s", seed, brief(row["before"]))
             gen = GenerationConfig(
                 num_frames=frames,
                 height=height,
@@ -354,7 +359,7 @@ def main() -> None:
                     "seconds": time.perf_counter() - t0,
                 }
                 row[variant] |= paired_gain(row["before"], row[variant])
-                log.info("seed %d: %s %s", seed, variant, row[variant])
+                log.info("seed %d: %s %s", seed, variant, brief(row[variant]))
             per_seed.append(row)
             results["per_seed"] = per_seed
             with open(args.out, "w") as f:
