@@ -158,6 +158,12 @@ def main() -> None:
     p.add_argument("--dpo-steps", type=int, default=600)
     p.add_argument("--dpo-minutes", type=float, default=3.0)
     p.add_argument("--beta", type=float, default=500.0)
+    p.add_argument(
+        "--dpo-draws",
+        type=int,
+        default=1,
+        help="(t, eps) draws averaged per sample before the DPO sigmoid (PreferenceConfig.draws)",
+    )
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--lora-lr", type=float, default=1e-3)
     p.add_argument("--full-lr", type=float, default=1e-4)
@@ -343,7 +349,7 @@ def main() -> None:
                     ),
                     info=info,
                     reference=reference,
-                    preference=PreferenceConfig(beta=args.beta),
+                    preference=PreferenceConfig(beta=args.beta, draws=args.dpo_draws),
                     flow=flow,
                     pair_batch=min(8, len(keep)),
                     single_batch=min(8, len(absolute)),

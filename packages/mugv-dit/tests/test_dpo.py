@@ -117,10 +117,14 @@ def _hand_err(model, x0, t, eps, text, fps, first_frame_given=False):
     return float(diff[:, 1:].mean() if first_frame_given else diff.mean())
 
 
-@pytest.mark.parametrize("first_frame_given", [False, True])
-def test_step_equals_a_hand_written_float64_reference(first_frame_given):
+@pytest.mark.parametrize(("first_frame_given", "draws"), [(False, 1), (True, 1), (False, 3)])
+def test_step_equals_a_hand_written_float64_reference(first_frame_given, draws):
     cfg = PreferenceConfig(
-        beta=300.0, sft_weight=0.7, unlikelihood_weight=1.3, condition_first_frame=first_frame_given
+        beta=300.0,
+        sft_weight=0.7,
+        unlikelihood_weight=1.3,
+        draws=draws,
+        condition_first_frame=first_frame_given,
     )
     batch = _batch()
     with single_process(seed=0):
@@ -128,14 +132,23 @@ def test_step_equals_a_hand_written_float64_reference(first_frame_given):
         step = DPOStep(reference, cfg, FLOW)
         torch.manual_seed(11)
         loss, logs = step(model, batch)
-        # replay the RNG stream: pairs draw (t, eps) once, shared by winner and loser
+        # replay the RNG stream: pairs draw (t, eps) `draws` times each, shared by winner and
+        # loser, draw-major (draw d of pair i is number d * pairs + i); then the singles alike
         torch.manual_seed(11)
         p, s = batch["pairs"], batch["singles"]
         ratio = FLOW.ratio(32, 32, 2)
-        t_pairs = FLOW.sample_t(3, ratio).double()
-        eps_pairs = torch.randn_like(p["latents_w"])
-        t_single = FLOW.sample_t(4, ratio).double()
-        eps_single = torch.randn_like(s["latents"])
+        t_pairs = FLOW.sample_t(3 * draws, ratio).double()
+        eps_pairs = torch.randn_like(p["latents_w"].repeat(draws, 1, 1, 1, 1))
+        t_single = FLOW.sample_t(4 * draws, ratio).double()
+        eps_single = torch.randn_like(s["latents"].repeat(draws, 1, 1, 1, 1))
+
+        def mean_err(m, x0, text, t, eps, i, n):
+            """The error of sample i (of n) averaged over its draws."""
+            rows = [d * n + i for d in range(draws)]
+            return np.mean(
+                [_hand_err(m, x0, float(t[r]), eps[r], text, 8.0, first_frame_given) for r in rows]
+            )
+
         with torch.no_grad():
             dpo = []
             for i in range(3):
@@ -143,22 +156,13 @@ def test_step_equals_a_hand_written_float64_reference(first_frame_given):
                 for name, m in (("m", model), ("r", reference)):
                     for which in ("w", "l"):
                         x0 = p[f"latents_{which}"][i]
-                        e[name + which] = _hand_err(
-                            m,
-                            x0,
-                            float(t_pairs[i]),
-                            eps_pairs[i],
-                            p["text"][i],
-                            8.0,
-                            first_frame_given,
-                        )
+                        e[name + which] = mean_err(m, x0, p["text"][i], t_pairs, eps_pairs, i, 3)
                 z = -150.0 * ((e["mw"] - e["rw"]) - (e["ml"] - e["rl"]))
                 dpo.append(math.log1p(math.exp(-z)))
             sft, bad = [], []
             for i in range(4):
-                args = (s["latents"][i], float(t_single[i]), eps_single[i], s["text"][i], 8.0)
-                em = _hand_err(model, *args, first_frame_given)
-                er = _hand_err(reference, *args, first_frame_given)
+                args = (s["latents"][i], s["text"][i], t_single, eps_single, i, 4)
+                em, er = mean_err(model, *args), mean_err(reference, *args)
                 if bool(s["correct"][i]):
                     sft.append(em)
                 else:
@@ -167,6 +171,28 @@ def test_step_equals_a_hand_written_float64_reference(first_frame_given):
     assert float(loss) == pytest.approx(expected, rel=1e-9)
     assert logs["loss/dpo"] == pytest.approx(np.mean(dpo), rel=1e-9)
     assert set(logs) == {"loss/dpo", "dpo/accuracy", "dpo/margin", "loss/sft", "loss/unlikelihood"}
+
+
+def test_more_draws_lower_the_variance_of_the_dpo_logit():
+    """The point of `draws`: the logit's spread over the RNG falls about as 1 / sqrt(draws)."""
+    batch = {k: v for k, v in _batch(pairs=1).items() if k != "singles"}
+    with single_process(seed=0):
+        model, reference = _models()
+        spread = {}
+        for draws in (1, 8):
+            step = DPOStep(reference, PreferenceConfig(beta=300.0, draws=draws), FLOW)
+            margins = []
+            for seed in range(24):
+                torch.manual_seed(seed)
+                with torch.no_grad():
+                    margins.append(step(model, batch)[1]["dpo/margin"])
+            spread[draws] = float(np.std(margins))
+    assert 0 < spread[8] < 0.6 * spread[1]
+
+
+def test_draws_must_be_a_positive_int():
+    with pytest.raises(FlowError, match="draws must be an int >= 1"):
+        PreferenceConfig(draws=0)
 
 
 def test_reference_is_frozen_and_equal_models_give_log_2():

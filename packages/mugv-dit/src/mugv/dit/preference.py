@@ -24,6 +24,13 @@ Maximising a flow error directly is unbounded and wrecks the model; this term sa
 the model fits the bad sample clearly worse than the reference (its gradient vanishes), so
 it moves the model away from failures only as far as the reference anchors.
 
+**Draws.** Each error above is a one-sample estimate: one t and one eps per sample. The DPO
+logit multiplies the small difference of four such estimates by beta, so with one draw it is
+mostly noise (on the world demo model the per-step loss swings between 0.03 and 4). With
+`draws = K`, every sample's error is the mean over K independent (t, eps) draws (winner and
+loser still share each draw) before the sigmoid: a K-sample estimate of the ELBO difference,
+at K times the step cost.
+
 The reference is either a separate frozen model (eval, no gradients) or, for a LoRA run, the
 trained model itself with its adapters switched off (`adapters_disabled`), which costs no
 extra memory. `DPOStep` is the `mugv.infra.Trainer` step function; the Trainer owns the
@@ -64,11 +71,13 @@ __all__ = [
 
 @dataclass(frozen=True, kw_only=True)
 class PreferenceConfig:
-    """Weights of the three terms and whether latent frame 0 is a given condition (i2v)."""
+    """Weights of the three terms, (t, eps) draws averaged per sample (see the module
+    docstring) and whether latent frame 0 is a given condition (i2v)."""
 
     beta: float = 2000.0
     sft_weight: float = 1.0
     unlikelihood_weight: float = 1.0
+    draws: int = 1
     condition_first_frame: bool = False
 
     def __post_init__(self) -> None:
@@ -77,6 +86,11 @@ class PreferenceConfig:
         for name in ("sft_weight", "unlikelihood_weight"):
             if getattr(self, name) < 0:
                 raise FlowError(f"PreferenceConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not (isinstance(self.draws, int) and self.draws >= 1):
+            raise FlowError(
+                f"PreferenceConfig.draws must be an int >= 1 ((t, eps) draws per sample), got "
+                f"{self.draws!r}"
+            )
 
 
 def dpo_loss(
@@ -96,6 +110,15 @@ def unlikelihood_loss(err: Tensor, ref_err: Tensor, beta: float) -> Tensor:
     """Bounded unlikelihood (B,) of incorrect samples: sigmoid of their implicit reward,
     sigmoid(-beta / 2 * (err - ref_err)), in (0, 1); it falls as the model fits them worse."""
     return torch.sigmoid(-0.5 * beta * (err - ref_err))
+
+
+def _mean_over_draws(err: Tensor, draws: int, groups: int = 1) -> Tensor:
+    """Per-sample errors (groups * draws * B,) -> their means over the draws (groups * B,).
+
+    Each group (the winners, then the losers of a pair batch) is stacked draw-major:
+    ``[draw 0 of samples 0..B-1, draw 1 of samples 0..B-1, ...]``.
+    """
+    return err.view(groups, draws, -1).mean(1).reshape(-1)
 
 
 def _velocity_error(pred: Tensor, target: Tensor, loss_mask: Tensor) -> Tensor:
@@ -374,20 +397,24 @@ class DPOStep:
         fps = float(batch["fps"])
         loss = torch.zeros((), device=device, dtype=torch.promote_types(dtype, torch.float32))
         logs: dict[str, float] = {}
+        k = cfg.draws
         if "pairs" in batch:
             part = batch["pairs"]
             n = part["latents_w"].shape[0]
-            x0 = torch.cat([part["latents_w"], part["latents_l"]]).to(device, dtype)  # (2n, ...)
-            t, noise = self.draw(x0[:n], size)  # one t and eps per pair, shared by w and l
+            # draw d of pair i sits at row d * n + i; the loser rows repeat the winner rows'
+            x_w = part["latents_w"].to(device, dtype).repeat(k, 1, 1, 1, 1)
+            x0 = torch.cat([x_w, part["latents_l"].to(device, dtype).repeat(k, 1, 1, 1, 1)])
+            t, noise = self.draw(x_w, size)  # one t and eps per (pair, draw), shared by w and l
             err, ref_err = self.errors(
                 model,
                 x0,
                 t.repeat(2),
                 noise.repeat(2, 1, 1, 1, 1),
-                part["text"].to(device, dtype).repeat(2, 1, 1),
-                part["text_mask"].to(device).repeat(2, 1),
+                part["text"].to(device, dtype).repeat(2 * k, 1, 1),
+                part["text_mask"].to(device).repeat(2 * k, 1),
                 fps,
             )
+            err, ref_err = (_mean_over_draws(e, k, groups=2) for e in (err, ref_err))  # (2n,)
             pair_loss, logit = dpo_loss(err[:n], err[n:], ref_err[:n], ref_err[n:], cfg.beta)
             loss = loss + pair_loss.mean()
             logs["loss/dpo"] = pair_loss.mean().item()
@@ -395,11 +422,13 @@ class DPOStep:
             logs["dpo/margin"] = logit.mean().item()
         if "singles" in batch:
             part = batch["singles"]
-            x0 = part["latents"].to(device, dtype)
+            x0 = part["latents"].to(device, dtype).repeat(k, 1, 1, 1, 1)
             correct = part["correct"].to(device)
             t, noise = self.draw(x0, size)
-            text, mask = part["text"].to(device, dtype), part["text_mask"].to(device)
+            text = part["text"].to(device, dtype).repeat(k, 1, 1)
+            mask = part["text_mask"].to(device).repeat(k, 1)
             err, ref_err = self.errors(model, x0, t, noise, text, mask, fps)
+            err, ref_err = (_mean_over_draws(e, k) for e in (err, ref_err))
             zero = err.sum() * 0  # keeps the graph when one kind is absent from the batch
             sft = err[correct].mean() if correct.any() else zero
             ul = unlikelihood_loss(err[~correct], ref_err[~correct], cfg.beta)
