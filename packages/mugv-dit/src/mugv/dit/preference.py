@@ -29,7 +29,8 @@ logit multiplies the small difference of four such estimates by beta, so with on
 mostly noise (on the world demo model the per-step loss swings between 0.03 and 4). With
 `draws = K`, every sample's error is the mean over K independent (t, eps) draws (winner and
 loser still share each draw) before the sigmoid: a K-sample estimate of the ELBO difference,
-at K times the step cost.
+at K times the step cost. (On the world demo model four draws did not raise DPO's gain: see
+docs/packages/dit-posttraining.md.)
 
 The reference is either a separate frozen model (eval, no gradients) or, for a LoRA run, the
 trained model itself with its adapters switched off (`adapters_disabled`), which costs no
