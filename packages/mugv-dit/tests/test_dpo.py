@@ -98,32 +98,45 @@ def _batch(pairs=3, singles=4, frames=2):
     }
 
 
-def _hand_err(model, x0, t, eps, text, fps, first_frame_given=False):
-    """Velocity MSE of one sample, written out: x_t = (1-t) x0 + t eps, v = x0 - eps."""
+def _hand_err(model, x0, t, eps, text, fps, first_frame_given=False, guidance=1.0):
+    """Velocity MSE of one sample, written out: x_t = (1-t) x0 + t eps, v = x0 - eps; with
+    guidance w the velocity is u + w (c - u), u the null-text branch's."""
     x_t = (1 - t) * x0 + t * eps
     cond = None
     if first_frame_given:
         x_t[:, 0] = x0[:, 0]
         cond = torch.tensor([[True] + [False] * (x0.shape[1] - 1)])
-    pred = model(
-        x_t[None],
-        torch.tensor([t], dtype=torch.float64),
-        text[None],
-        torch.ones(1, text.shape[0], dtype=torch.bool),
-        torch.tensor([fps], dtype=torch.float64),
-        cond_mask=cond,
-    )[0]
+
+    def branch(null_text):
+        return model(
+            x_t[None],
+            torch.tensor([t], dtype=torch.float64),
+            text[None],
+            torch.ones(1, text.shape[0], dtype=torch.bool),
+            torch.tensor([fps], dtype=torch.float64),
+            cond_mask=cond,
+            drop_text=torch.tensor([null_text]),
+        )[0]
+
+    pred = branch(False)
+    if guidance != 1.0:
+        uncond = branch(True)
+        pred = uncond + guidance * (pred - uncond)
     diff = (pred - (x0 - eps)) ** 2
     return float(diff[:, 1:].mean() if first_frame_given else diff.mean())
 
 
-@pytest.mark.parametrize(("first_frame_given", "draws"), [(False, 1), (True, 1), (False, 3)])
-def test_step_equals_a_hand_written_float64_reference(first_frame_given, draws):
+@pytest.mark.parametrize(
+    ("first_frame_given", "draws", "guidance"),
+    [(False, 1, 1.0), (True, 1, 1.0), (False, 3, 1.0), (True, 2, 3.5)],
+)
+def test_step_equals_a_hand_written_float64_reference(first_frame_given, draws, guidance):
     cfg = PreferenceConfig(
         beta=300.0,
         sft_weight=0.7,
         unlikelihood_weight=1.3,
         draws=draws,
+        guidance_scale=guidance,
         condition_first_frame=first_frame_given,
     )
     batch = _batch()
@@ -146,7 +159,10 @@ def test_step_equals_a_hand_written_float64_reference(first_frame_given, draws):
             """The error of sample i (of n) averaged over its draws."""
             rows = [d * n + i for d in range(draws)]
             return np.mean(
-                [_hand_err(m, x0, float(t[r]), eps[r], text, 8.0, first_frame_given) for r in rows]
+                [
+                    _hand_err(m, x0, float(t[r]), eps[r], text, 8.0, first_frame_given, guidance)
+                    for r in rows
+                ]
             )
 
         with torch.no_grad():
@@ -193,6 +209,11 @@ def test_more_draws_lower_the_variance_of_the_dpo_logit():
 def test_draws_must_be_a_positive_int():
     with pytest.raises(FlowError, match="draws must be an int >= 1"):
         PreferenceConfig(draws=0)
+
+
+def test_guidance_scale_below_one_fails():
+    with pytest.raises(FlowError, match="guidance_scale must be >= 1"):
+        PreferenceConfig(guidance_scale=0.5)
 
 
 def test_reference_is_frozen_and_equal_models_give_log_2():

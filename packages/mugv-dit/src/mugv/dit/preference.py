@@ -32,6 +32,13 @@ loser still share each draw) before the sigmoid: a K-sample estimate of the ELBO
 at K times the step cost. (On the world demo model four draws did not raise DPO's gain: see
 docs/packages/dit-posttraining.md.)
 
+**Guidance.** The videos are sampled with classifier-free guidance, v_u + w (v_c - v_u), but
+the terms above score the conditional velocity v_c alone, and DPO moves the null-text branch
+v_u only as a side effect of the shared weights, which the sampler then amplifies w - 1 times.
+With `guidance_scale = w`, every error (both models, every term) is that of the guided
+velocity, computed from the conditional and the null-text branch in one batch at twice the
+cost: the preference is fitted on the policy that made the videos. 1 (default) scores v_c.
+
 The reference is either a separate frozen model (eval, no gradients) or, for a LoRA run, the
 trained model itself with its adapters switched off (`adapters_disabled`), which costs no
 extra memory. `DPOStep` is the `mugv.infra.Trainer` step function; the Trainer owns the
@@ -51,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mugv.dit.guidance import cfg_combine
 from mugv.dit.lora import adapters_disabled
 from mugv.dit.rectified_flow import FlowConfig, FlowError, RectifiedFlow
 from mugv.infra.data import ShuffledBatches
@@ -79,6 +87,7 @@ class PreferenceConfig:
     sft_weight: float = 1.0
     unlikelihood_weight: float = 1.0
     draws: int = 1
+    guidance_scale: float = 1.0
     condition_first_frame: bool = False
 
     def __post_init__(self) -> None:
@@ -87,6 +96,12 @@ class PreferenceConfig:
         for name in ("sft_weight", "unlikelihood_weight"):
             if getattr(self, name) < 0:
                 raise FlowError(f"PreferenceConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.guidance_scale >= 1.0:
+            raise FlowError(
+                f"PreferenceConfig.guidance_scale must be >= 1 (1: the conditional velocity; "
+                f"the sampler's CFG scale, e.g. 4.0, for the guided one), got "
+                f"{self.guidance_scale}"
+            )
         if not (isinstance(self.draws, int) and self.draws >= 1):
             raise FlowError(
                 f"PreferenceConfig.draws must be an int >= 1 ((t, eps) draws per sample), got "
@@ -385,10 +400,23 @@ class DPOStep:
         args = (x_t, t, text, text_mask, torch.full((batch,), fps, device=device, dtype=dtype))
         kwargs = {"cond_mask": cond if cond.any() else None}
         target = self.flow.velocity(x0, noise)
-        err = _velocity_error(model(*args, **kwargs), target, ~cond)
+        err = _velocity_error(self._velocity(model, args, kwargs), target, ~cond)
         with torch.no_grad(), self._reference(model) as ref:
-            ref_err = _velocity_error(ref(*args, **kwargs), target, ~cond)
+            ref_err = _velocity_error(self._velocity(ref, args, kwargs), target, ~cond)
         return err, ref_err
+
+    def _velocity(self, model: nn.Module, args: tuple, kwargs: dict[str, Any]) -> Tensor:
+        """The model's velocity, or with `guidance_scale` > 1 the CFG-guided velocity the
+        sampler follows: the conditional and the null-text branch in one batch."""
+        scale = self.config.guidance_scale
+        if scale == 1.0:
+            return model(*args, **kwargs)
+        batch = args[0].shape[0]
+        doubled = tuple(a.repeat(2, *[1] * (a.dim() - 1)) for a in args)
+        cond = kwargs["cond_mask"]
+        drop = torch.arange(2 * batch, device=args[0].device) >= batch
+        v = model(*doubled, cond_mask=None if cond is None else cond.repeat(2, 1), drop_text=drop)
+        return cfg_combine(v[:batch], v[batch:], scale)
 
     def __call__(self, model: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         param = next(model.parameters())
