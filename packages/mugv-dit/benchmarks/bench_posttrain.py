@@ -12,7 +12,9 @@ The issue-11 quality experiment, on the synthetic world, on a CPU:
 3. Per seed: the SFT model generates `--samples-per-prompt` videos (K noise seeds) for each of
    `--pair-prompts` train prompts; the oracle's mean attribute accuracy (colour, shape, size,
    motion; `GradedOracle`) ranks them, and the best and the worst of each prompt form a pair
-   (`mugv.data.preference.best_worst_labels`; prompts whose K videos all tie give none).
+   (`mugv.data.preference.best_worst_labels`; prompts whose K videos all tie give none), or
+   with `--pairing all` every two videos of a prompt whose scores differ. `--pair-cache DIR`
+   keeps the videos and scores per seed for the next run of the same model and sampler.
    Each video whose attributes are all right / all wrong becomes a correct / incorrect sample
    (absolute labels). DPO (`mugv.dit.preference`) then trains, from the SFT weights, (a) LoRA
    adapters (reference = adapters off) and (b) all weights (reference = a frozen SFT copy).
@@ -209,6 +211,13 @@ def main() -> None:
         help="videos generated per pair prompt; its best and worst make the pair",
     )
     p.add_argument(
+        "--pair-caption",
+        type=int,
+        default=1,
+        help="which of each train clip's captions prompts its pair videos: 0 the canonical "
+        "form the test prompts use, 1 (default) a paraphrase",
+    )
+    p.add_argument(
         "--pairing",
         choices=("best-worst", "all"),
         default="best-worst",
@@ -299,12 +308,15 @@ def main() -> None:
     world = SyntheticWorld(
         WorldConfig(num_frames=frames, height=height, width=width, fps=fps, **world_cfg)
     )
+    if not 0 <= args.pair_caption < world.config.captions_per_clip:
+        p.error(f"--pair-caption must be in [0, {world.config.captions_per_clip})")
     encoder = HFTextEncoder(max_length=32)
     oracle = Oracle()
     flow = RectifiedFlow(FlowConfig(base_pixels=height * width))
     n_train = world.size("train")
     pair_prompts = [
-        world.sample("train", i % n_train).captions[1] for i in range(args.pair_prompts)
+        world.sample("train", i % n_train).captions[args.pair_caption]
+        for i in range(args.pair_prompts)
     ]
     tests = [world.sample("test", i) for i in range(world.size("test"))]
     test_prompts = [s.captions[0] for s in tests]
