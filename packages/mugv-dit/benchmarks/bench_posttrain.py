@@ -158,8 +158,8 @@ def preference_pairs(score, n_prompts: int, k: int, pairing: str):
             b, w = int(np.argmax(s)), int(np.argmin(s))
             chosen = [(b, w)] if s[b] > s[w] else []
         else:
-            chosen = [(a, b) if s[a] > s[b] else (b, a) for a in range(k) for b in range(a + 1, k)]
-            chosen = [(a, b) for a, b in chosen if s[a] > s[b]]
+            pairs = [(a, b) for a in range(k) for b in range(a + 1, k) if s[a] != s[b]]
+            chosen = [(a, b) if s[a] > s[b] else (b, a) for a, b in pairs]
         best += [idx[a] for a, _ in chosen]
         worst += [idx[b] for _, b in chosen]
     return best, worst
