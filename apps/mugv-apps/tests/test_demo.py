@@ -49,3 +49,10 @@ def test_demo_refuses_a_folder_of_another_size(tmp_path, capsys):
     (out / "plan.json").write_text(json.dumps({"plan": "full", "seed": 0}))
     assert main(["demo", "--smoke", "-o", str(out)]) == 2
     assert "another size or seed" in capsys.readouterr().err
+
+
+def test_demo_refuses_ranks_that_do_not_split_the_batch(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--smoke", "-o", str(out), "--dit-ranks", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--dit-ranks 3" in err and "batch of 4" in err

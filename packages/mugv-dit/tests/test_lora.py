@@ -23,7 +23,7 @@ from mugv.dit.lora import (
 )
 from mugv.dit.pretrained import full_state_dict, load_full_state_dict
 from mugv.infra import ParallelConfig, single_process
-from mugv.infra.testing import run_ranks
+from mugv.infra.spawn import run_ranks
 
 CONFIG = DiTConfig(hidden_size=24, num_heads=2, depth=2, text_dim=16, text_len=8)
 LORA = LoRAConfig(rank=3, alpha=6.0)

@@ -21,7 +21,7 @@ from mugv.dit.train import LatentTextDataset, train_dit
 from mugv.infra import ParallelConfig, Trainer, TrainerConfig, manual_seed, single_process
 from mugv.infra.parallel import DistInfo, dist_info
 from mugv.infra.pipeline import global_names
-from mugv.infra.testing import run_ranks
+from mugv.infra.spawn import run_ranks
 
 CONFIG = dit_config("tiny", text_dim=16, depth=4, hidden_size=24, num_heads=2)
 FLOW = FlowConfig(task_probs={"t2i": 1.0, "t2v": 1.0, "i2v": 1.0, "frames": 1.0})

@@ -25,7 +25,7 @@ import torch
 
 from mugv.infra import ParallelConfig, ShuffledBatches, Trainer, TrainerConfig, single_process
 from mugv.infra.parallel import DistInfo, dist_info
-from mugv.infra.testing import run_ranks
+from mugv.infra.spawn import run_ranks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _infra_models import TinyRegressor, regression_step, tiny_config

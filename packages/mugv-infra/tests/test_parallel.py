@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -15,7 +17,7 @@ from mugv.infra import (
     manual_seed,
     single_process,
 )
-from mugv.infra.testing import run_ranks
+from mugv.infra.spawn import run_ranks
 
 
 # One test per bad-config rule: each error is one line and names the field.
@@ -151,6 +153,21 @@ def test_run_ranks_returns_results_per_rank():
 def test_run_ranks_propagates_a_rank_exception():
     with pytest.raises(RankError, match=r"(?s)rank 1 of 2 raised.*boom on rank one"):
         run_ranks(_rank_fails, world_size=2, timeout=60)
+
+
+def _rank_threads():
+    return torch.get_num_threads(), os.environ["OMP_NUM_THREADS"]
+
+
+@pytest.mark.distributed
+def test_run_ranks_sets_the_threads_of_each_rank_and_waits_without_a_timeout():
+    out = run_ranks(_rank_threads, world_size=2, parallel=None, threads=2, timeout=None)
+    assert out == [(2, "2"), (2, "2")]
+
+
+def test_run_ranks_rejects_zero_threads():
+    with pytest.raises(ValueError, match="at least one thread"):
+        run_ranks(_rank_threads, threads=0)
 
 
 def test_run_ranks_rejects_local_functions():

@@ -21,7 +21,7 @@ from mugv.infra import (
 )
 from mugv.infra.checkpoint import gather_full
 from mugv.infra.parallel import DistInfo, dist_info
-from mugv.infra.testing import run_ranks
+from mugv.infra.spawn import run_ranks
 
 STEPS = 10
 

@@ -25,7 +25,7 @@ from mugv.infra import (
 )
 from mugv.infra.parallel import DistInfo, dist_info
 from mugv.infra.pipeline import global_names
-from mugv.infra.testing import run_ranks
+from mugv.infra.spawn import run_ranks
 
 STEPS = 4
 

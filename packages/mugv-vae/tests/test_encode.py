@@ -108,7 +108,7 @@ def _ranks_stats(offset):
 
 @pytest.mark.distributed
 def test_running_stats_merge_across_ranks():
-    from mugv.infra.testing import run_ranks
+    from mugv.infra.spawn import run_ranks
 
     results = run_ranks(_ranks_stats, world_size=2, offset=0)
     both = torch.cat([torch.tensor(r[2], dtype=torch.float64) for r in results], 1)
@@ -126,7 +126,7 @@ def _ranks_encode(root):
 
 @pytest.mark.distributed
 def test_encode_shards_over_gloo_ranks(tmp_path):
-    from mugv.infra.testing import run_ranks
+    from mugv.infra.spawn import run_ranks
 
     _write_clips(tmp_path / "clips")
     written = run_ranks(_ranks_encode, world_size=2, root=str(tmp_path))

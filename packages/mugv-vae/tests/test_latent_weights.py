@@ -98,7 +98,7 @@ def _ranks_sensitivity():
 
 @pytest.mark.distributed
 def test_sensitivity_merges_across_ranks():
-    from mugv.infra.testing import run_ranks
+    from mugv.infra.spawn import run_ranks
 
     results = run_ranks(_ranks_sensitivity, world_size=2)
     # every rank draws the same seeded noise, so the merged figure is the mean of the ranks'

@@ -6,6 +6,7 @@ writes its models under the output folder so a rerun can load instead of train.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ from mugv.dit import MUGDiT, dit_config
 from mugv.dit.pipeline import GenerationConfig, Pipeline, video_to_clips
 from mugv.dit.rectified_flow import FlowConfig, RectifiedFlow
 from mugv.dit.text_encoder import HFTextEncoder
-from mugv.dit.train import train_dit
+from mugv.dit.train import LatentTextDataset, train_dit
 from mugv.infra import ShuffledBatches, TrainerConfig
+from mugv.infra.parallel import dist_info
+from mugv.infra.spawn import run_ranks
 from mugv.vae import (
     CONFIGS,
     LossConfig,
@@ -222,21 +225,15 @@ def train_dit_stage(
     steps: int,
     seed: int,
     encoded: dict[int, LatentClips],
+    ranks: int = 1,
 ) -> dict:
     """One curriculum stage, from the previous stage's model; ``encoded`` caches the clips'
-    latents between the stages of one run."""
-    previous = _dit_dirs(out)
-    if previous:
-        model = MUGDiT.from_pretrained(previous[-1])
-    else:
-        config = dit_config(
-            plan.dit_config,
-            text_dim=encoder.dim,
-            in_channels=vae.latent_channels,
-            hidden_size=plan.dit_hidden,
-            depth=plan.dit_depth,
-        )
-        model = MUGDiT(config)
+    latents between the stages of one run.
+
+    With ``ranks > 1`` the stage trains data-parallel on that many spawned gloo ranks of one
+    thread each (each rank takes ``plan.dit_batch / ranks`` of every batch, the same global
+    batch): the tiny DiT's matrices are too small for two threads to share one step well.
+    """
     clips, latent_frames = _stage_clips(world, vae, encoder, plan, frames, encoded)
     dataset, summary = stage_dataset(
         clips,
@@ -244,6 +241,57 @@ def train_dit_stage(
         latent_frames=latent_frames,
         spatial_stride=vae.config.spatial_downsample,
     )
+    job = {
+        "out": str(out),
+        "plan": plan,
+        "name": name,
+        "steps": steps,
+        "data_seed": seed,
+        "dataset": dataset,
+        "text_dim": encoder.dim,
+        "latent_channels": vae.latent_channels,
+    }
+    if ranks == 1:
+        curve = _fit_dit(info=info, **job)
+    else:
+        curve = run_ranks(_fit_dit_rank, world_size=ranks, seed=seed, timeout=None, **job)[0]
+    return {"curve": curve, "pairs": len(dataset), "latent_shape": summary["latent_shape"]}
+
+
+def _fit_dit_rank(**job: Any) -> list[tuple[int, float]]:
+    """`_fit_dit` on a `run_ranks` rank: rank 0 prints the progress line, as the demo would."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    info = dist_info()
+    logging.getLogger("mugv").setLevel(logging.INFO if info.is_main else logging.WARNING)
+    return _fit_dit(info=info, **job)
+
+
+def _fit_dit(
+    *,
+    info: Any,
+    out: str,
+    plan: DemoPlan,
+    name: str,
+    steps: int,
+    data_seed: int,
+    dataset: LatentTextDataset,
+    text_dim: int,
+    latent_channels: int,
+) -> list[tuple[int, float]]:
+    """Trains one stage (resuming its checkpoint if one is there) and saves the EMA model as
+    the next ``dit/stage-*`` folder; returns the loss curve."""
+    previous = _dit_dirs(Path(out))
+    if previous:
+        model = MUGDiT.from_pretrained(previous[-1])
+    else:
+        config = dit_config(
+            plan.dit_config,
+            text_dim=text_dim,
+            in_channels=latent_channels,
+            hidden_size=plan.dit_hidden,
+            depth=plan.dit_depth,
+        )
+        model = MUGDiT(config)
     slug = name.replace(" ", "-")
     config = TrainerConfig(
         steps=steps,
@@ -251,19 +299,21 @@ def train_dit_stage(
         min_lr=plan.dit_lr / 10,
         warmup_steps=min(100, steps // 5),
         ema_decay=0.995,
-        checkpoint_dir=str(out / "checkpoints" / f"dit-{slug}"),
+        checkpoint_dir=str(Path(out) / "checkpoints" / f"dit-{slug}"),
         checkpoint_every=200,
         keep_last=1,
         log_every=50,
     )
     curve = _Curve(steps)
+    batch = plan.dit_batch // info.data_size
     trainer = train_dit(
-        model, dataset, config, info=info, batch_size=plan.dit_batch, flow=_flow(plan), seed=seed
+        model, dataset, config, info=info, batch_size=batch, flow=_flow(plan), seed=data_seed
     )
     trainer.fit(curve)
     trainer.ema.copy_to(model)
-    model.save_pretrained(out / "dit" / f"stage-{len(previous)}-{slug}")
-    return {"curve": curve.points, "pairs": len(dataset), "latent_shape": summary["latent_shape"]}
+    if info.is_main:
+        model.save_pretrained(Path(out) / "dit" / f"stage-{len(previous)}-{slug}")
+    return curve.points
 
 
 def _uint8(video: torch.Tensor) -> np.ndarray:

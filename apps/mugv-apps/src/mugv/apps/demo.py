@@ -120,6 +120,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", default="demo-out", help="output folder (default demo-out)")
     p.add_argument("--seed", type=int, default=0, help="world and training seed")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
+    p.add_argument(
+        "--dit-ranks",
+        type=int,
+        default=None,
+        help="data-parallel processes (one thread each) for the DiT stages; default 2 when "
+        "--threads is 2 or more, else 1 (train in this process)",
+    )
     p.set_defaults(func=run, plan="standard")
 
 
@@ -149,6 +156,16 @@ class _Stages:
         return result
 
 
+def _dit_ranks(args: argparse.Namespace, plan: DemoPlan) -> int:
+    ranks = args.dit_ranks if args.dit_ranks is not None else (2 if args.threads >= 2 else 1)
+    if ranks < 1 or plan.dit_batch % ranks:
+        raise AppError(
+            f"--dit-ranks {ranks}: the DiT batch of {plan.dit_batch} must split evenly over the "
+            "ranks; use a divisor of it (1 trains in this process)"
+        )
+    return ranks
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -171,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mugv").setLevel(logging.INFO)
     torch.set_num_threads(max(1, args.threads))
+    ranks = _dit_ranks(args, plan)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     stages = _Stages(out)
@@ -187,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
                 steps.train_dit_stage,
                 *(world, vae, encoder, plan, out, info),
                 *(name, frames, n_steps, args.seed, encoded),
+                ranks=ranks,
             )
             result = stages.run(stage, train)
             curves[f"{stage} loss"] = result["curve"]

@@ -20,4 +20,4 @@ class CheckpointError(InfraError):
 
 
 class RankError(InfraError):
-    """A rank spawned by `mugv.infra.testing.run_ranks` failed; carries its traceback text."""
+    """A rank spawned by `mugv.infra.spawn.run_ranks` failed; carries its traceback text."""

@@ -1,13 +1,17 @@
-"""Multi-rank tests on CPU: `run_ranks` spawns gloo ranks the way `torchrun` would.
+"""CPU ranks from Python: `run_ranks` spawns gloo ranks the way `torchrun` would.
 
-    def _check(scale):                      # top level of the test module
+Multi-rank tests use it, and so do apps that spread a small job over a machine's cores
+(`mugv demo` trains its DiT data-parallel, one rank per core):
+
+    def _check(scale):                      # top level of a module
         return torch.distributed.get_rank() * scale
 
     def test_ranks():
         assert run_ranks(_check, world_size=2, scale=3) == [0, 3]
 
 Each rank is a fresh spawned interpreter with the torchrun env vars set (RANK, WORLD_SIZE,
-LOCAL_RANK, MASTER_ADDR, MASTER_PORT on a free port), one intra-op thread, and, unless
+LOCAL_RANK, MASTER_ADDR, MASTER_PORT on a free port), `threads` intra-op threads (default
+one), and, unless
 `parallel=None`, `init_distributed(parallel)` and `manual_seed(seed)` done before `fn` runs.
 The function is shipped by file and name, so test modules imported by pytest's
 `--import-mode=importlib` work too. Arguments and results must be picklable.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import math
 import multiprocessing as mp
 import os
 import pickle
@@ -68,6 +73,7 @@ def _rank_main(
     payload: bytes,
     parallel: ParallelConfig | None,
     seed: int,
+    threads: int,
     results: mp.Queue,
 ) -> None:
     os.environ.update(
@@ -81,7 +87,7 @@ def _rank_main(
     try:
         import torch
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(threads)
         from mugv.infra._rng import manual_seed
         from mugv.infra.parallel import destroy_distributed, init_distributed
 
@@ -105,18 +111,22 @@ def run_ranks(
     *,
     parallel: ParallelConfig | None = ParallelConfig(),  # noqa: B008 (frozen)
     seed: int = 0,
-    timeout: float = 300.0,
+    timeout: float | None = 300.0,
+    threads: int = 1,
     **kwargs: Any,
 ) -> list[Any]:
     """Runs `fn(**kwargs)` on `world_size` CPU ranks over gloo; returns results by rank.
 
     `fn` must be a top-level function. If any rank raises, exits or exceeds `timeout`
-    seconds, the other ranks are killed and `RankError` carries the first failure's traceback.
+    seconds (None: no limit), the other ranks are killed and `RankError` carries the first
+    failure's traceback.
     """
     if "<locals>" in fn.__qualname__ or fn.__name__ == "<lambda>":
         raise TypeError(
             f"run_ranks(fn={fn.__qualname__}): fn must be a top-level function of a module"
         )
+    if threads < 1:
+        raise ValueError(f"run_ranks(threads={threads}): use at least one thread per rank")
     target = (fn.__module__, inspect.getfile(fn), fn.__qualname__)
     payload = pickle.dumps(kwargs)
     ctx = mp.get_context("spawn")
@@ -125,13 +135,13 @@ def run_ranks(
     procs = [
         ctx.Process(
             target=_rank_main,
-            args=(rank, world_size, port, target, payload, parallel, seed, results),
+            args=(rank, world_size, port, target, payload, parallel, seed, threads, results),
             daemon=True,
         )
         for rank in range(world_size)
     ]
     env_threads = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
         for proc in procs:
             proc.start()
@@ -141,7 +151,7 @@ def run_ranks(
         else:
             os.environ["OMP_NUM_THREADS"] = env_threads
     outputs: dict[int, Any] = {}
-    deadline = time.monotonic() + timeout
+    deadline = math.inf if timeout is None else time.monotonic() + timeout
     try:
         while len(outputs) < world_size:
             try:
