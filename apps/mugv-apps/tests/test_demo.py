@@ -54,5 +54,6 @@ def test_demo_refuses_a_folder_of_another_size(tmp_path, capsys):
 def test_demo_refuses_ranks_that_do_not_split_the_batch(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--smoke", "-o", str(out), "--dit-ranks", "3"]) == 2
+    assert not out.exists()  # refused before anything is written
     err = capsys.readouterr().err
     assert "--dit-ranks 3" in err and "batch of 4" in err

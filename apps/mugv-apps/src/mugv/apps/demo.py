@@ -174,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
     from mugv.infra import single_process
 
     plan = PLANS[args.plan]
+    ranks = _dit_ranks(args, plan)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise AppError(f"--out {out} is a file; give a folder")
@@ -188,7 +189,6 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mugv").setLevel(logging.INFO)
     torch.set_num_threads(max(1, args.threads))
-    ranks = _dit_ranks(args, plan)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     stages = _Stages(out)
