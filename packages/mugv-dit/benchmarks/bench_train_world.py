@@ -161,6 +161,7 @@ def main() -> None:
     p.add_argument("--test-clips", type=int, default=48)
     p.add_argument("--config", default="tiny")
     p.add_argument("--hidden", type=int, default=None, help="override the config's hidden size")
+    p.add_argument("--heads", type=int, default=None, help="override the config's head count")
     p.add_argument("--depth", type=int, default=None, help="override the config's depth")
     p.add_argument(
         "--shift-base",
@@ -220,7 +221,8 @@ def main() -> None:
             tuple(latents.shape[1:]),
         )
 
-        overrides = {k: v for k, v in (("hidden_size", args.hidden), ("depth", args.depth)) if v}
+        sizes = (("hidden_size", args.hidden), ("num_heads", args.heads), ("depth", args.depth))
+        overrides = {k: v for k, v in sizes if v}
         cfg = dit_config(
             args.config, text_dim=encoder.dim, in_channels=vae.latent_channels, **overrides
         )

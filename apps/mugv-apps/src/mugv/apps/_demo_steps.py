@@ -289,6 +289,7 @@ def _fit_dit(
             text_dim=text_dim,
             in_channels=latent_channels,
             hidden_size=plan.dit_hidden,
+            num_heads=plan.dit_heads,
             depth=plan.dit_depth,
         )
         model = MUGDiT(config)

@@ -49,7 +49,11 @@ class DemoPlan:
     # (`mugv.vae.weight_latent_channels`), so the DiT's loss favours what the decoder shows.
     vae_latent_weight_power: float = 0.25
     dit_config: str = "tiny"
-    dit_hidden: int = 96
+    # A token holds patch (1, 2, 2) x 24 channels = 96 numbers: a hidden size of 96 leaves the
+    # network no room beyond the token itself and its videos hold blobs; 192 (heads of 48)
+    # learns objects (docs/packages/dit-generation.md, "The token width").
+    dit_hidden: int = 192
+    dit_heads: int = 4
     dit_depth: int = 4
     curriculum: tuple[tuple[str, int, int], ...] = (
         ("images", 1, 300),
@@ -57,7 +61,7 @@ class DemoPlan:
         ("clips", 17, 1400),
     )
     dit_batch: int = 32
-    dit_lr: float = 1e-2
+    dit_lr: float = 3e-3
     sample_steps: int = 25
     guidance: float = 4.0
 
@@ -80,6 +84,7 @@ PLANS = {
         vae_batch=2,
         vae_pool=16,
         dit_hidden=24,
+        dit_heads=2,
         dit_depth=1,
         curriculum=(("images", 1, 2), ("short clips", 9, 2), ("clips", 17, 2)),
         dit_batch=4,
@@ -97,7 +102,8 @@ PLANS = {
         test_prompts=64,
         vae_spatial_steps=2000,
         vae_temporal_steps=200,
-        dit_hidden=144,
+        dit_hidden=288,
+        dit_heads=6,
         curriculum=(("images", 1, 1000), ("short clips", 9, 2000), ("clips", 17, 6000)),
     ),
 }
@@ -223,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         notes=[
             f"Plan '{args.plan}': {plan.train_clips} training clips of {plan.frames} frames at "
             f"{plan.height}x{plan.width}, {plan.fps:g} fps; MUGDiT hidden {plan.dit_hidden}, "
-            f"depth {plan.dit_depth}; curriculum "
+            f"{plan.dit_heads} heads, depth {plan.dit_depth}; curriculum "
             + ", ".join(f"{n} ({f} frames, {s} steps)" for n, f, s in plan.curriculum)
             + f"; {plan.sample_steps} Euler steps, CFG {plan.guidance}.",
             "Accuracy is the oracle's per-attribute agreement with the prompt. 'real' and "
