@@ -6,7 +6,6 @@ writes its models under the output folder so a rerun can load instead of train.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from tqdm import tqdm
 
 from mugv.apps._latent_data import LatentClips, stage_dataset, world_latents
 from mugv.apps._report import GeneratedVideo
+from mugv.apps._training import setup_logging
 from mugv.apps.demo import DemoPlan
 from mugv.data.oracle import Oracle
 from mugv.data.video import write_video
@@ -242,7 +242,7 @@ def train_dit_stage(
         spatial_stride=vae.config.spatial_downsample,
     )
     job = {
-        "out": str(out),
+        "out": out,
         "plan": plan,
         "name": name,
         "steps": steps,
@@ -260,16 +260,15 @@ def train_dit_stage(
 
 def _fit_dit_rank(**job: Any) -> list[tuple[int, float]]:
     """`_fit_dit` on a `run_ranks` rank: rank 0 prints the progress line, as the demo would."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     info = dist_info()
-    logging.getLogger("mugv").setLevel(logging.INFO if info.is_main else logging.WARNING)
+    setup_logging(info.is_main)
     return _fit_dit(info=info, **job)
 
 
 def _fit_dit(
     *,
     info: Any,
-    out: str,
+    out: Path,
     plan: DemoPlan,
     name: str,
     steps: int,
@@ -280,7 +279,7 @@ def _fit_dit(
 ) -> list[tuple[int, float]]:
     """Trains one stage (resuming its checkpoint if one is there) and saves the EMA model as
     the next ``dit/stage-*`` folder; returns the loss curve."""
-    previous = _dit_dirs(Path(out))
+    previous = _dit_dirs(out)
     if previous:
         model = MUGDiT.from_pretrained(previous[-1])
     else:
@@ -300,7 +299,7 @@ def _fit_dit(
         min_lr=plan.dit_lr / 10,
         warmup_steps=min(100, steps // 5),
         ema_decay=0.995,
-        checkpoint_dir=str(Path(out) / "checkpoints" / f"dit-{slug}"),
+        checkpoint_dir=str(out / "checkpoints" / f"dit-{slug}"),
         checkpoint_every=200,
         keep_last=1,
         log_every=50,
@@ -313,7 +312,7 @@ def _fit_dit(
     trainer.fit(curve)
     trainer.ema.copy_to(model)
     if info.is_main:
-        model.save_pretrained(Path(out) / "dit" / f"stage-{len(previous)}-{slug}")
+        model.save_pretrained(out / "dit" / f"stage-{len(previous)}-{slug}")
     return curve.points
 
 
