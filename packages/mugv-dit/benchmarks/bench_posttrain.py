@@ -21,7 +21,8 @@ The issue-11 quality experiment, on the synthetic world, on a CPU:
 4. After: each tuned model (EMA weights, LoRA merged) generates the same test prompts with the
    same noise (`--eval-repeats` noise draws per prompt); the oracle scores them. Printed:
    before/after per seed and variant, led by the mean attribute accuracy the pairs rank by,
-   with its paired gain over the same videos and that gain's standard error.
+   with its paired gains (attribute accuracy, colour+shape) over the same videos and their
+   standard errors.
 """
 
 from __future__ import annotations
@@ -92,24 +93,33 @@ def generate(pipe: Pipeline, prompts: list[str], cfg: GenerationConfig, batch: i
 
 def oracle_scores(oracle: Oracle, clips, prompts: list[str]) -> dict[str, float]:
     """Mean oracle scores; "attributes" is the mean attribute accuracy (what the pairs rank by),
-    "all" the share of videos with every attribute right, "per_video" each video's attribute
-    accuracy (for paired before/after differences)."""
+    "all" the share of videos with every attribute right, "per_video" / "per_video_cs" each
+    video's attribute accuracy / colour+shape (for paired before/after differences)."""
     rows = [oracle.score(c.frames, parse_prompt(p)) for c, p in zip(clips, prompts)]
     out = {k: float(np.mean([r[k] for r in rows])) for k in (*ATTRIBUTES, "colour_shape", "all")}
     per_video = [float(np.mean([r[k] for k in ATTRIBUTES])) for r in rows]
-    return out | {"attributes": float(np.mean(per_video)), "per_video": per_video}
+    per_video_cs = [float(r["colour_shape"]) for r in rows]
+    return out | {
+        "attributes": float(np.mean(per_video)),
+        "per_video": per_video,
+        "per_video_cs": per_video_cs,
+    }
 
 
 def paired_gain(before: dict, after: dict) -> dict[str, float]:
-    """Mean attribute-accuracy gain over the same videos' noise, and its standard error."""
-    diff = np.asarray(after["per_video"]) - np.asarray(before["per_video"])
-    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-    return {"gain": float(diff.mean()), "gain_se": float(se)}
+    """Mean gain over the same videos' noise and its standard error, of the attribute accuracy
+    ("gain", "gain_se") and of colour+shape ("cs_gain", "cs_gain_se")."""
+    out = {}
+    for key, name in (("per_video", "gain"), ("per_video_cs", "cs_gain")):
+        diff = np.asarray(after[key]) - np.asarray(before[key])
+        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+        out |= {name: float(diff.mean()), f"{name}_se": float(se)}
+    return out
 
 
 def brief(scores: dict) -> dict:
-    """`scores` without the per-video list, for the log."""
-    return {k: v for k, v in scores.items() if k != "per_video"}
+    """`scores` without the per-video lists, for the log."""
+    return {k: v for k, v in scores.items() if not k.startswith("per_video")}
 
 
 def fingerprint(model: torch.nn.Module, gen: GenerationConfig) -> str:
@@ -483,16 +493,17 @@ def main() -> None:
     print(
         f"{'seed':<6}{'model':<8}"
         + "".join(f"{c:>14}" for c in cols)
-        + f"{'gain +- se':>16}{'dpo steps':>11}"
+        + f"{'gain +- se':>16}{'c+s gain +- se':>18}{'dpo steps':>11}"
     )
     for row in per_seed:
         for name in ("before", "lora", "full"):
             r = row[name]
             gain = f"{r['gain']:+.3f} +- {r['gain_se']:.3f}" if "gain" in r else ""
+            cs_gain = f"{r['cs_gain']:+.3f} +- {r['cs_gain_se']:.3f}" if "cs_gain" in r else ""
             print(
                 f"{row['seed']:<6}{name:<8}"
                 + "".join(f"{r[c]:>14.3f}" for c in cols)
-                + f"{gain:>16}{r.get('steps', ''):>11}"
+                + f"{gain:>16}{cs_gain:>18}{r.get('steps', ''):>11}"
             )
     for name in ("before", "lora", "full"):
         mean = [np.mean([row[name][c] for row in per_seed]) for c in cols]

@@ -10,7 +10,9 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-from bench_posttrain import preference_pairs  # noqa: E402
+import math  # noqa: E402
+
+from bench_posttrain import paired_gain, preference_pairs  # noqa: E402
 
 
 def test_pairs_best_against_worst_or_every_ordered_pair():
@@ -19,6 +21,18 @@ def test_pairs_best_against_worst_or_every_ordered_pair():
     assert preference_pairs(score, 2, 3, "best-worst") == ([0], [2])  # first of equals wins
     best, worst = preference_pairs(score, 2, 3, "all")
     assert sorted(zip(best, worst)) == [(0, 2), (4, 2)]  # the tie 0 vs 4 gives no pair
+
+
+def test_paired_gains_of_attributes_and_colour_shape():
+    before = {"per_video": [0.5, 0.25, 1.0], "per_video_cs": [0.0, 1.0, 0.0]}
+    after = {"per_video": [0.75, 0.25, 1.0], "per_video_cs": [1.0, 1.0, 1.0]}
+    out = paired_gain(before, after)
+    # attribute differences 0.25, 0, 0: mean 1/12, sd 0.25 / sqrt(3), se = sd / sqrt(3)
+    assert math.isclose(out["gain"], 0.25 / 3)
+    assert math.isclose(out["gain_se"], 0.25 / 3)
+    # colour+shape differences 1, 0, 1: mean 2/3, sd 1 / sqrt(3)
+    assert math.isclose(out["cs_gain"], 2 / 3)
+    assert math.isclose(out["cs_gain_se"], 1 / 3)
 
 
 def test_script_runs_and_reuses_its_pair_videos(tmp_path):
@@ -51,4 +65,5 @@ def test_script_runs_and_reuses_its_pair_videos(tmp_path):
         for variant in ("lora", "full"):
             assert row[variant]["steps"] == 2
             assert 0.0 <= row[variant]["attributes"] <= 1.0
+            assert -1.0 <= row[variant]["cs_gain"] <= 1.0
     assert second["before"]["per_video"] == first["before"]["per_video"]  # same SFT and noise
