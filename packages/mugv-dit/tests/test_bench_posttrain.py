@@ -1,7 +1,8 @@
-"""The preference benchmark's pair selection, and a tiny end-to-end run of the script: the
+"""The preference benchmark's pair selection and paired gains, and a tiny end-to-end run of the
 second run reads the first run's generated videos from `--pair-cache`."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -9,8 +10,6 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
-
-import math  # noqa: E402
 
 from bench_posttrain import paired_gain, preference_pairs  # noqa: E402
 
