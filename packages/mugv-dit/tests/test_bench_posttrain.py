@@ -1,5 +1,5 @@
-"""The preference benchmark's pair selection and paired gains, and a tiny end-to-end run of the
-second run reads the first run's generated videos from `--pair-cache`."""
+"""The preference benchmark's pair selection and paired gains, and a tiny end-to-end run of
+the script: the second run reads the first run's generated videos from `--pair-cache`."""
 
 import json
 import math
