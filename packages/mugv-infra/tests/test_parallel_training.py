@@ -1,5 +1,5 @@
 """Parallelism is exact: TP=2 == TP=1 and DP=2 (half batch each) == DP=1, on Megatron layers;
-a checkpoint saved at TP=2 loads at TP=1; data-parallel replicas draw different noise, the
+a checkpoint saved at TP=2 loads at TP=1 and one saved by a single process at TP=2; data-parallel replicas draw different noise, the
 tensor-parallel ranks of one replica the same."""
 
 import functools
@@ -122,6 +122,29 @@ def test_tp2_matches_tp1_and_checkpoint_loads_at_tp1(reference, tmp_path):
         opt, _ = trainer.sync.optimizer_tensors()
         for name, value in tp2["exp_avg"].items():
             assert torch.equal(opt[name], value), name
+
+
+def _rank_resume(ckpt: str) -> dict:
+    model = TinyRegressor(tiny_config())
+    x, y = regression_data(80)
+    data = ShuffledBatches(80, 8, lambda idx: (x[idx], y[idx]))
+    config = TrainerConfig(steps=STEPS, ema_decay=0.8, checkpoint_dir=ckpt)
+    trainer = Trainer(model, regression_step, data, config, info=dist_info())
+    params = dict(model.named_parameters())
+    return {"step": trainer.resume(), "params": gather_full(params, params)}
+
+
+@pytest.mark.distributed
+def test_single_process_checkpoint_loads_at_tp2(reference, tmp_path):
+    """A lone process saves without DCP's collectives; the files are the same kind."""
+    ckpt = str(tmp_path / "ckpt")
+    with single_process(seed=0) as info:
+        alone = _train(info, batch=8, noise=0.0, ckpt=ckpt)
+    tp2 = run_ranks(_rank_resume, world_size=2, parallel=ParallelConfig(tensor=2), ckpt=ckpt)
+    for rank in tp2:
+        assert rank["step"] == STEPS
+        for name, value in alone["params"].items():
+            assert torch.equal(rank["params"][name], value), name
 
 
 @pytest.mark.distributed

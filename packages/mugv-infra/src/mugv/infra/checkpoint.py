@@ -18,12 +18,15 @@ latest one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
 import shutil
+import warnings
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -122,6 +125,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _quiet_single_process(alone: bool) -> Iterator[None]:
+    """Silences DCP's warning that `no_dist` assumes one process: here that is the point."""
+    with warnings.catch_warnings():
+        if alone:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
 class CheckpointManager:
     """Saves and loads checkpoints under `root`, keeping the newest `keep_last`.
 
@@ -149,6 +161,11 @@ class CheckpointManager:
         self.resharder = Resharder(tensor_size, device or torch.device("cpu"))
         # Checkpoint I/O gets its own gloo group: async writes run collectives in a thread.
         self.group = dist.new_group(backend="gloo")
+        # Alone, DCP runs without its collectives (`no_dist`): after a save that ran them, a
+        # multi-threaded CPU process computed about half as fast for the rest of its life
+        # (the VAE's spatial stage at 2 threads went from 0.11 to 0.19 s a step at its first
+        # checkpoint; docs/benchmarks.md), and one process has nobody to plan with anyway.
+        self._alone = dist.get_world_size(self.group) == 1
         self._pending: tuple[Future, int, Path, dict[str, Any]] | None = None
 
     # -- save ---------------------------------------------------------------------------------
@@ -175,12 +192,18 @@ class CheckpointManager:
         state = {group: self.resharder.wrap(items, like[group]) for group, items in tensors.items()}
         torch.save(rank_state, partial / f"rank_{self.rank:05d}.pt")
         if self.async_save:
-            future = dcp.async_save(state, checkpoint_id=partial, process_group=self.group)
+            with _quiet_single_process(self._alone):
+                future = dcp.async_save(
+                    state, checkpoint_id=partial, process_group=self.group, no_dist=self._alone
+                )
             future = getattr(future, "upload_completion", future)
             self._pending = (future, step, partial, meta)
             logger.info("checkpoint %d: writing in the background", step)
         else:
-            dcp.save(state, checkpoint_id=partial, process_group=self.group)
+            with _quiet_single_process(self._alone):
+                dcp.save(
+                    state, checkpoint_id=partial, process_group=self.group, no_dist=self._alone
+                )
             self._commit(step, partial, meta)
 
     def poll(self) -> None:
@@ -233,7 +256,8 @@ class CheckpointManager:
         meta = json.loads((path / "meta.json").read_text())
         state = {group: self.resharder.wrap(items, like[group]) for group, items in tensors.items()}
         try:
-            dcp.load(state, checkpoint_id=path, process_group=self.group)
+            with _quiet_single_process(self._alone):
+                dcp.load(state, checkpoint_id=path, process_group=self.group, no_dist=self._alone)
         except (Exception, CheckpointException) as err:  # DCP's is a BaseException
             reason = str(err).strip().splitlines()[-1]  # the failing rank's last line
             raise CheckpointError(
