@@ -1,6 +1,7 @@
 """Parallelism is exact: TP=2 == TP=1 and DP=2 (half batch each) == DP=1, on Megatron layers;
-a checkpoint saved at TP=2 loads at TP=1 and one saved by a single process at TP=2; data-parallel replicas draw different noise, the
-tensor-parallel ranks of one replica the same."""
+a checkpoint saved at TP=2 loads at TP=1, and one saved by a single process loads at TP=2;
+data-parallel replicas draw different noise, the tensor-parallel ranks of one replica the
+same."""
 
 import functools
 import random
@@ -83,6 +84,15 @@ def _close_params(a, b):
     return torch.allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+def _resumable(info: DistInfo, ckpt: str) -> tuple[TinyRegressor, Trainer]:
+    """A fresh tiny model and a Trainer on ``ckpt``, ready to `resume()` a `_train` run."""
+    model = TinyRegressor(tiny_config())
+    x, y = regression_data(80)
+    data = ShuffledBatches(80, 8, lambda idx: (x[idx], y[idx]))
+    config = TrainerConfig(steps=STEPS, ema_decay=0.8, checkpoint_dir=ckpt)
+    return model, Trainer(model, regression_step, data, config, info=info)
+
+
 @pytest.fixture(scope="module")
 def reference():
     with single_process(seed=0) as info:
@@ -110,11 +120,7 @@ def test_tp2_matches_tp1_and_checkpoint_loads_at_tp1(reference, tmp_path):
 
     # The TP=2 checkpoint resumes in a TP=1 process: the same global tensors come back.
     with single_process(seed=1) as info:
-        model = TinyRegressor(tiny_config())
-        x, y = regression_data(80)
-        data = ShuffledBatches(80, 8, lambda idx: (x[idx], y[idx]))
-        config = TrainerConfig(steps=STEPS, ema_decay=0.8, checkpoint_dir=ckpt)
-        trainer = Trainer(model, regression_step, data, config, info=info)
+        model, trainer = _resumable(info, ckpt)
         assert trainer.resume() == STEPS
         for name, p in model.named_parameters():
             assert torch.equal(p.detach(), tp2["params"][name]), name
@@ -125,11 +131,7 @@ def test_tp2_matches_tp1_and_checkpoint_loads_at_tp1(reference, tmp_path):
 
 
 def _rank_resume(ckpt: str) -> dict:
-    model = TinyRegressor(tiny_config())
-    x, y = regression_data(80)
-    data = ShuffledBatches(80, 8, lambda idx: (x[idx], y[idx]))
-    config = TrainerConfig(steps=STEPS, ema_decay=0.8, checkpoint_dir=ckpt)
-    trainer = Trainer(model, regression_step, data, config, info=dist_info())
+    model, trainer = _resumable(dist_info(), ckpt)
     params = dict(model.named_parameters())
     return {"step": trainer.resume(), "params": gather_full(params, params)}
 

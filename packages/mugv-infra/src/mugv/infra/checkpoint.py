@@ -18,7 +18,6 @@ latest one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -26,7 +25,6 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -125,15 +123,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def _quiet_single_process(alone: bool) -> Iterator[None]:
-    """Silences DCP's warning that `no_dist` assumes one process: here that is the point."""
-    with warnings.catch_warnings():
-        if alone:
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        yield
-
-
 class CheckpointManager:
     """Saves and loads checkpoints under `root`, keeping the newest `keep_last`.
 
@@ -168,6 +157,14 @@ class CheckpointManager:
         self._alone = dist.get_world_size(self.group) == 1
         self._pending: tuple[Future, int, Path, dict[str, Any]] | None = None
 
+    def _dcp(self, call: Any, state: dict[str, Any], path: Path) -> Any:
+        """``call`` (``dcp.save``, ``async_save`` or ``load``) on our group; alone, without DCP's
+        collectives and without its warning that ``no_dist`` assumes one process."""
+        with warnings.catch_warnings():
+            if self._alone:
+                warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            return call(state, checkpoint_id=path, process_group=self.group, no_dist=self._alone)
+
     # -- save ---------------------------------------------------------------------------------
 
     def save(
@@ -192,18 +189,12 @@ class CheckpointManager:
         state = {group: self.resharder.wrap(items, like[group]) for group, items in tensors.items()}
         torch.save(rank_state, partial / f"rank_{self.rank:05d}.pt")
         if self.async_save:
-            with _quiet_single_process(self._alone):
-                future = dcp.async_save(
-                    state, checkpoint_id=partial, process_group=self.group, no_dist=self._alone
-                )
+            future = self._dcp(dcp.async_save, state, partial)
             future = getattr(future, "upload_completion", future)
             self._pending = (future, step, partial, meta)
             logger.info("checkpoint %d: writing in the background", step)
         else:
-            with _quiet_single_process(self._alone):
-                dcp.save(
-                    state, checkpoint_id=partial, process_group=self.group, no_dist=self._alone
-                )
+            self._dcp(dcp.save, state, partial)
             self._commit(step, partial, meta)
 
     def poll(self) -> None:
@@ -256,8 +247,7 @@ class CheckpointManager:
         meta = json.loads((path / "meta.json").read_text())
         state = {group: self.resharder.wrap(items, like[group]) for group, items in tensors.items()}
         try:
-            with _quiet_single_process(self._alone):
-                dcp.load(state, checkpoint_id=path, process_group=self.group, no_dist=self._alone)
+            self._dcp(dcp.load, state, path)
         except (Exception, CheckpointException) as err:  # DCP's is a BaseException
             reason = str(err).strip().splitlines()[-1]  # the failing rank's last line
             raise CheckpointError(
