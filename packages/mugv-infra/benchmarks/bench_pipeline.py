@@ -70,11 +70,7 @@ def main() -> None:
     )
     with single_process(seed=0) as info:
         pp1 = _run(info, **kwargs)
-    import bench_pipeline  # ranks load the function by module name, not as __main__
-
-    ranks = run_ranks(
-        bench_pipeline._rank_run, world_size=2, parallel=ParallelConfig(pipeline=2), **kwargs
-    )
+    ranks = run_ranks(_rank_run, world_size=2, parallel=ParallelConfig(pipeline=2), **kwargs)
     pp2 = {
         "cpu_s": sum(r["cpu_s"] for r in ranks),
         "wall_s": max(r["wall_s"] for r in ranks),

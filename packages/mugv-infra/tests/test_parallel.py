@@ -165,6 +165,35 @@ def test_run_ranks_sets_the_threads_of_each_rank_and_waits_without_a_timeout():
     assert out == [(2, "2"), (2, "2")]
 
 
+SCRIPT = """
+import sys
+from mugv.infra.spawn import run_ranks
+
+def rank_id(offset):
+    import os
+    return int(os.environ["RANK"]) + offset
+
+if __name__ == "__main__":
+    print("ranks", run_ranks(rank_id, world_size=2, parallel=None, timeout=120, offset=10))
+"""
+
+
+@pytest.mark.distributed
+def test_run_ranks_runs_a_function_of_a_script_without_its_main_block(tmp_path):
+    """A benchmark script's own function: the ranks load the script without rerunning its
+    `if __name__ == "__main__":` block (which would spawn ranks from the ranks)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "bench_script.py"
+    script.write_text(SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ranks [10, 11]" in done.stdout
+
+
 def test_run_ranks_rejects_zero_threads():
     with pytest.raises(ValueError, match="at least one thread"):
         run_ranks(_rank_threads, threads=0)

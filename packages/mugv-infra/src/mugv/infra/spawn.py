@@ -48,6 +48,10 @@ def free_port() -> int:
 
 
 def _load_function(module_name: str, path: str, qualname: str) -> Callable[..., Any]:
+    if module_name == "__main__":
+        # a script's function: load the script as `__mp_main__` (as multiprocessing's spawn
+        # does) so that its `if __name__ == "__main__":` block does not run again in the rank
+        module_name = "__mp_main__"
     try:
         spec = importlib.util.find_spec(module_name)
     except (ImportError, ValueError):
