@@ -57,3 +57,31 @@ def test_demo_refuses_ranks_that_do_not_split_the_batch(tmp_path, capsys):
     assert not out.exists()  # refused before anything is written
     err = capsys.readouterr().err
     assert "--dit-ranks 3" in err and "batch of 4" in err
+
+
+def test_a_stopped_stage_is_not_marked_done_and_resumes(tmp_path, capsys, monkeypatch):
+    """A signal during a stage (the Trainer saves and returns early) stops the demo with
+    status 3 and keeps the stage unfinished: no marker, no model; a rerun resumes it."""
+    from mugv.infra.trainer import Trainer
+
+    out = tmp_path / "demo"
+    args = ["demo", "--smoke", "-o", str(out), "--threads", "1", "--dit-ranks", "1"]
+
+    def signal_in_short_clips(self):  # as if SIGTERM arrived during that stage's first step
+        return "dit-short-clips" in str(self.config.checkpoint_dir)
+
+    monkeypatch.setattr(Trainer, "_stop_requested", signal_in_short_clips)
+    assert main(args) == 3
+    assert "dit short clips stopped at step 1 of 2" in capsys.readouterr().out
+    assert sorted(p.stem for p in (out / "stages").glob("*.json")) == ["dit_images", "vae"]
+    assert [p.name for p in sorted((out / "dit").iterdir())] == ["stage-0-images"]
+    assert (out / "checkpoints" / "dit-short-clips" / "step_00000001").is_dir()
+
+    monkeypatch.undo()
+    assert main(args) == 0
+    assert len(re.findall(r"done before, reused", capsys.readouterr().out)) == 2
+    assert [p.name for p in sorted((out / "dit").iterdir())] == [
+        "stage-0-images",
+        "stage-1-short-clips",
+        "stage-2-clips",
+    ]

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from mugv.apps._latent_data import LatentClips, stage_dataset, world_latents
 from mugv.apps._report import GeneratedVideo
-from mugv.apps._training import setup_logging
+from mugv.apps._training import checkpoint_step, setup_logging
 from mugv.apps.demo import DemoPlan
 from mugv.data.oracle import Oracle
 from mugv.data.video import write_video
@@ -41,6 +41,15 @@ from mugv.vae import (
 
 CURVE_POINTS = 60
 ORACLE_KEYS = ("colour_shape", "motion", "colour", "shape", "size", "all")
+
+
+class StageStopped(Exception):
+    """A signal stopped a training stage after its checkpoint: rerun to resume it."""
+
+
+def _check_finished(name: str, step: int, steps: int) -> None:
+    if step < steps:
+        raise StageStopped(f"{name} stopped at step {step} of {steps}")
 
 
 def make_world(plan: DemoPlan, seed: int) -> SyntheticWorld:
@@ -135,25 +144,28 @@ def train_vae_stage(world: SyntheticWorld, plan: DemoPlan, out: Path, info: Any)
         vae = VideoVAE.from_pretrained(spatial_dir)
     else:
         vae = VideoVAE(CONFIGS[plan.vae_config])
+        spatial = _vae_trainer(plan, out, "spatial", plan.vae_spatial_steps)
         train_vae(
             vae,
             ShuffledBatches(len(pool), plan.vae_frame_batch, frames, seed=1),
-            _vae_trainer(plan, out, "spatial", plan.vae_spatial_steps),
+            spatial,
             info=info,
             config=VAETrainConfig(
                 stage="spatial", loss=LossConfig(l1_weight=0, mse_weight=1, ssim_weight=0)
             ),
             on_step=spatial_curve,
         )
+        _check_finished("vae spatial", checkpoint_step(spatial.checkpoint_dir), spatial.steps)
         vae = fit_temporal_start(
             vae, lambda: (_to_video(pool[s : s + 16]) for s in range(0, min(256, len(pool)), 16))
         )
         vae.save_pretrained(spatial_dir)
 
+    temporal = _vae_trainer(plan, out, "temporal", plan.vae_temporal_steps)
     train_vae(
         vae.train(),
         ShuffledBatches(len(pool), plan.vae_batch, clips, seed=2),
-        _vae_trainer(plan, out, "temporal", plan.vae_temporal_steps),
+        temporal,
         info=info,
         config=VAETrainConfig(
             stage="temporal",
@@ -161,6 +173,7 @@ def train_vae_stage(world: SyntheticWorld, plan: DemoPlan, out: Path, info: Any)
         ),
         on_step=temporal_curve,
     )
+    _check_finished("vae temporal", checkpoint_step(temporal.checkpoint_dir), temporal.steps)
     vae.eval()
     with torch.no_grad():
         batches = (_to_video(pool[s : s + 16]) for s in range(0, min(128, len(pool)), 16))
@@ -252,13 +265,14 @@ def train_dit_stage(
         "latent_channels": vae.latent_channels,
     }
     if ranks == 1:
-        curve = _fit_dit(info=info, **job)
+        curve, step = _fit_dit(info=info, **job)
     else:
-        curve = run_ranks(_fit_dit_rank, world_size=ranks, seed=seed, timeout=None, **job)[0]
+        curve, step = run_ranks(_fit_dit_rank, world_size=ranks, seed=seed, timeout=None, **job)[0]
+    _check_finished(f"dit {name}", step, steps)
     return {"curve": curve, "pairs": len(dataset), "latent_shape": summary["latent_shape"]}
 
 
-def _fit_dit_rank(**job: Any) -> list[tuple[int, float]]:
+def _fit_dit_rank(**job: Any) -> tuple[list[tuple[int, float]], int]:
     """`_fit_dit` on a `run_ranks` rank: rank 0 prints the progress line, as the demo would."""
     info = dist_info()
     setup_logging(info.is_main)
@@ -276,9 +290,10 @@ def _fit_dit(
     dataset: LatentTextDataset,
     text_dim: int,
     latent_channels: int,
-) -> list[tuple[int, float]]:
+) -> tuple[list[tuple[int, float]], int]:
     """Trains one stage (resuming its checkpoint if one is there) and saves the EMA model as
-    the next ``dit/stage-*`` folder; returns the loss curve."""
+    the next ``dit/stage-*`` folder; returns the loss curve and the last step (short of
+    ``steps`` when a signal stopped it: then nothing is saved but the checkpoint)."""
     previous = _dit_dirs(out)
     if previous:
         model = MUGDiT.from_pretrained(previous[-1])
@@ -309,11 +324,13 @@ def _fit_dit(
     trainer = train_dit(
         model, dataset, config, info=info, batch_size=batch, flow=_flow(plan), seed=data_seed
     )
-    trainer.fit(curve)
+    step = trainer.fit(curve)
+    if step < steps:
+        return curve.points, step
     trainer.ema.copy_to(model)
     if info.is_main:
         model.save_pretrained(out / "dit" / f"stage-{len(previous)}-{slug}")
-    return curve.points
+    return curve.points, step
 
 
 def _uint8(video: torch.Tensor) -> np.ndarray:

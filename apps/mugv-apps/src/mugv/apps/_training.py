@@ -18,6 +18,8 @@ from mugv.apps._config import AppError
 
 T = TypeVar("T")
 
+STOPPED = 3  # exit status of a run stopped by a signal: rerun the same command to resume
+
 
 def section(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     """``config[name]`` as a dict (empty when absent); anything but a mapping is an error."""
@@ -89,6 +91,22 @@ def barrier() -> None:
 
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+def checkpoint_step(checkpoint_dir: str | Path) -> int:
+    """The optimizer step of the newest complete checkpoint under `checkpoint_dir` (0: none).
+
+    A `Trainer.fit` that a signal stopped returns early after saving: a training app compares
+    this with its steps to tell a finished run from a stopped one.
+    """
+    import json
+
+    from mugv.infra import latest_checkpoint
+
+    path = latest_checkpoint(checkpoint_dir)
+    if path is None:
+        return 0
+    return int(json.loads((Path(path) / "meta.json").read_text())["scheduler"]["step"])
 
 
 def save_resolved(path: Path, config: Mapping[str, Any]) -> None:

@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mugv.apps import _demo_steps as steps
     from mugv.apps._report import write_demo_report
-    from mugv.infra import single_process
+    from mugv.apps._training import STOPPED
 
     plan = PLANS[args.plan]
     ranks = _dit_ranks(args, plan)
@@ -199,6 +199,44 @@ def run(args: argparse.Namespace) -> int:
 
     stages = _Stages(out)
     world = steps.make_world(plan, args.seed)
+    try:
+        gen, curves = _train_and_generate(stages, world, plan, out, args, ranks)
+    except steps.StageStopped as exc:
+        print(f"[demo] {exc}: run the same command again to resume", flush=True)
+        return STOPPED
+    report = write_demo_report(
+        out / "report.html",
+        videos=steps.report_videos(gen),
+        accuracy=gen["accuracy"],
+        curves=curves,
+        timings=stages.timings,
+        notes=[
+            f"Plan '{args.plan}': {plan.train_clips} training clips of {plan.frames} frames at "
+            f"{plan.height}x{plan.width}, {plan.fps:g} fps; MUGDiT hidden {plan.dit_hidden}, "
+            f"{plan.dit_heads} heads, depth {plan.dit_depth}; curriculum "
+            + ", ".join(f"{n} ({f} frames, {s} steps)" for n, f, s in plan.curriculum)
+            + f"; {plan.sample_steps} Euler steps, CFG {plan.guidance}.",
+            "Accuracy is the oracle's per-attribute agreement with the prompt. 'real' and "
+            "'vae reconstruction' rows are the ceilings the generator can reach.",
+        ],
+    )
+    steps.print_accuracy(gen["accuracy"])
+    print(f"report: {report}")
+    return 0
+
+
+def _train_and_generate(
+    stages: _Stages,
+    world: Any,
+    plan: DemoPlan,
+    out: Path,
+    args: argparse.Namespace,
+    ranks: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stages in order, each reused when done before; the generation result and curves."""
+    from mugv.apps import _demo_steps as steps
+    from mugv.infra import single_process
+
     with single_process(seed=args.seed) as info:
         vae_result = stages.run("vae", lambda: steps.train_vae_stage(world, plan, out, info))
         vae = steps.load_vae(out)
@@ -220,22 +258,4 @@ def run(args: argparse.Namespace) -> int:
             "generate and score",
             lambda: steps.generate_stage(world, vae, model, encoder, plan, out, args.seed),
         )
-    report = write_demo_report(
-        out / "report.html",
-        videos=steps.report_videos(gen),
-        accuracy=gen["accuracy"],
-        curves=curves,
-        timings=stages.timings,
-        notes=[
-            f"Plan '{args.plan}': {plan.train_clips} training clips of {plan.frames} frames at "
-            f"{plan.height}x{plan.width}, {plan.fps:g} fps; MUGDiT hidden {plan.dit_hidden}, "
-            f"{plan.dit_heads} heads, depth {plan.dit_depth}; curriculum "
-            + ", ".join(f"{n} ({f} frames, {s} steps)" for n, f, s in plan.curriculum)
-            + f"; {plan.sample_steps} Euler steps, CFG {plan.guidance}.",
-            "Accuracy is the oracle's per-attribute agreement with the prompt. 'real' and "
-            "'vae reconstruction' rows are the ceilings the generator can reach.",
-        ],
-    )
-    steps.print_accuracy(gen["accuracy"])
-    print(f"report: {report}")
-    return 0
+    return gen, curves

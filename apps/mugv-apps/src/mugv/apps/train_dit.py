@@ -19,6 +19,7 @@ from typing import Any
 from mugv.apps._config import AppError, load_config
 from mugv.apps._curriculum import Stage, mark_done, parse_stages
 from mugv.apps._training import (
+    STOPPED,
     barrier,
     build,
     check_fields,
@@ -28,8 +29,6 @@ from mugv.apps._training import (
     section,
     setup_logging,
 )
-
-STOPPED = 3  # exit status of a run stopped by a signal: rerun the same command to resume
 
 TOP_FIELDS = {"out", "seed", "model", "parallel", "data", "flow", "train", "batch_size", "stages"}
 DATA_FIELDS = {

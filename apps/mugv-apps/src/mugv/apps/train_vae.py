@@ -19,17 +19,17 @@ from typing import Any
 
 from mugv.apps._config import AppError, load_config
 from mugv.apps._training import (
+    STOPPED,
     barrier,
     build,
     check_fields,
+    checkpoint_step,
     distributed,
     out_folder,
     save_resolved,
     section,
     setup_logging,
 )
-
-STOPPED = 3  # exit status of a run stopped by a signal: rerun the same command to resume
 
 EXAMPLE = """\
 example config (YAML; TOML works too):
@@ -311,7 +311,7 @@ def load_settings(config: dict[str, Any], out: Path) -> Settings:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from mugv.infra import ParallelConfig, ShuffledBatches, latest_checkpoint
+    from mugv.infra import ParallelConfig, ShuffledBatches
     from mugv.vae import VideoVAE, compute_latent_stats, fit_temporal_start, train_vae
 
     config = load_config(args.config, args.set)
@@ -354,7 +354,7 @@ def run(args: argparse.Namespace) -> int:
             # before its checkpoint's weights replace the rest
             vae = fit_temporal_start(vae, lambda: _stat_videos(settings, world, info))
         train_vae(vae, batches, trainer_config, info=info, config=train_config)
-        step = _checkpoint_step(latest_checkpoint(trainer_config.checkpoint_dir))
+        step = checkpoint_step(trainer_config.checkpoint_dir)
         if step < trainer_config.steps:
             if info.is_main:
                 print(
@@ -400,10 +400,3 @@ def _stat_videos(settings: Settings, world: Any, info: Any) -> Iterator[Any]:
     per_rank = max(1, n_stats // info.data_size)
     for _, batch in zip(range(per_rank), stat_batches):
         yield batch["video"].to(info.device)
-
-
-def _checkpoint_step(path: Path | None) -> int:
-    if path is None:
-        return 0
-    meta = json.loads((Path(path) / "meta.json").read_text())
-    return int(meta["scheduler"]["step"])
