@@ -9,7 +9,8 @@ from mugv.data.video import probe
 
 def test_demo_smoke_runs_every_stage_and_resumes(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--smoke", "-o", str(out), "--threads", "2"]) == 0
+    # two data-parallel DiT ranks here (the default trains in this process, as the next test)
+    assert main(["demo", "--smoke", "-o", str(out), "--threads", "2", "--dit-ranks", "2"]) == 0
     first = capsys.readouterr().out
     stages = sorted(p.stem for p in (out / "stages").glob("*.json"))
     assert stages == [

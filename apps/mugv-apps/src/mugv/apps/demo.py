@@ -129,9 +129,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dit-ranks",
         type=int,
-        default=None,
-        help="data-parallel processes (one thread each) for the DiT stages; default 2 when "
-        "--threads is 2 or more, else 1 (train in this process)",
+        default=1,
+        help="data-parallel processes (one thread each) for the DiT stages; default 1: train "
+        "in this process on --threads threads, faster on two cores than two ranks "
+        "(packages/mugv-dit/benchmarks/bench_cpu_layout.py)",
     )
     p.set_defaults(func=run, plan="standard")
 
@@ -163,7 +164,7 @@ class _Stages:
 
 
 def _dit_ranks(args: argparse.Namespace, plan: DemoPlan) -> int:
-    ranks = args.dit_ranks if args.dit_ranks is not None else (2 if args.threads >= 2 else 1)
+    ranks = args.dit_ranks
     if ranks < 1 or plan.dit_batch % ranks:
         raise AppError(
             f"--dit-ranks {ranks}: the DiT batch of {plan.dit_batch} must split evenly over the "
