@@ -166,7 +166,6 @@ def test_run_ranks_sets_the_threads_of_each_rank_and_waits_without_a_timeout():
 
 
 SCRIPT = """
-import sys
 from mugv.infra.spawn import run_ranks
 
 def rank_id(offset):

@@ -49,14 +49,18 @@ def free_port() -> int:
 
 def _load_function(module_name: str, path: str, qualname: str) -> Callable[..., Any]:
     if module_name == "__main__":
-        # a script's function: load the script as `__mp_main__` (as multiprocessing's spawn
-        # does) so that its `if __name__ == "__main__":` block does not run again in the rank
+        # a script's function: the script as `__mp_main__`, which multiprocessing's spawn has
+        # already imported here, so its `if __name__ == "__main__":` block does not run again
         module_name = "__mp_main__"
+    loaded = sys.modules.get(module_name)
+    loaded_file = getattr(loaded, "__file__", None)
     try:
         spec = importlib.util.find_spec(module_name)
     except (ImportError, ValueError):
         spec = None
-    if spec is not None and spec.origin and os.path.samefile(spec.origin, path):
+    if loaded_file and os.path.samefile(loaded_file, path):
+        module = loaded
+    elif spec is not None and spec.origin and os.path.samefile(spec.origin, path):
         module = importlib.import_module(module_name)
     else:  # not importable by name, or another file of that name (pytest's importlib mode)
         spec = importlib.util.spec_from_file_location(module_name, path)
