@@ -173,3 +173,33 @@ def test_bad_inputs_raise_clear_errors(model, change, match):
 def test_needs_parallel_state():
     with pytest.raises(DiTError, match="single_process"):
         MUGDiT(dit_config("debug"))
+
+
+def test_token_modulation_selects_exactly_and_routes_gradients():
+    """Conditioning tokens take the t = 0 modulation bit for bit, and each token's gradient
+    reaches only the embedding it took (the where-on-a-stack reference)."""
+    from mugv.dit.adaln import token_modulation
+
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(6, 8, generator=g, requires_grad=True)
+    t_mod = torch.randn(3, 48, generator=g, requires_grad=True)
+    t0_mod = torch.randn(3, 48, generator=g, requires_grad=True)
+    cond = torch.rand(5, 3, generator=g) < 0.4  # (S, B)
+    weights = torch.randn(6, 5, 3, 8, generator=g)
+
+    got = token_modulation(table, t_mod, t0_mod, cond)
+    mod, mod0 = table + t_mod.view(3, 6, 8), table + t0_mod.view(3, 6, 8)
+    want = torch.where(cond[..., None, None], mod0[None], mod[None]).unbind(2)
+    assert len(got) == 6
+    for a, b in zip(got, want):
+        assert a.shape == (5, 3, 8) and torch.equal(a, b)
+    grads = torch.autograd.grad(
+        sum((w * a).sum() for w, a in zip(weights, got)), (table, t_mod, t0_mod)
+    )
+    ref = torch.autograd.grad(
+        sum((w * b).sum() for w, b in zip(weights, want)), (table, t_mod, t0_mod)
+    )
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    shared = token_modulation(table, t_mod, None, None)
+    assert len(shared) == 6 and shared[0].shape == (1, 3, 8)

@@ -96,8 +96,8 @@ class MUGDiTLayer(MegatronModule):
     ) -> Tensor:
         shard, d = self.sharding, x.shape[-1]
         table = shard.tp_shared(self.scale_shift_table, sharded_input=False)
-        mod = token_modulation(table, t_mod, t0_mod, cond)  # (s or 1, B, 6, d)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(2)
+        mod = token_modulation(table, t_mod, t0_mod, cond)  # 6 x (s or 1, B, d)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
         h = modulate(F.layer_norm(x, (d,), eps=self.eps), shift_msa, scale_msa)
         x = x + gate_msa * self.self_attention(h, rope=rope, mask=self_mask)
         weight = shard.tp_shared(self.cross_attn_norm.weight, sharded_input=False)
@@ -121,9 +121,7 @@ class FinalLayer(nn.Module):
         self, x: Tensor, t_emb: Tensor, t0_emb: Tensor | None, cond: Tensor | None
     ) -> Tensor:
         t0 = None if t0_emb is None else t0_emb.repeat(1, 2)
-        shift, scale = token_modulation(
-            self.scale_shift_table, t_emb.repeat(1, 2), t0, cond
-        ).unbind(2)
+        shift, scale = token_modulation(self.scale_shift_table, t_emb.repeat(1, 2), t0, cond)
         x = modulate(F.layer_norm(x, x.shape[-1:], eps=self.eps), shift, scale)
         return self.linear(x)  # (S, B, patch volume * C)
 
