@@ -315,6 +315,8 @@ def _fit_dit(
         min_lr=plan.dit_lr / 10,
         warmup_steps=min(100, steps // 5),
         ema_decay=0.995,
+        optimizer=plan.dit_optimizer,
+        muon_ns_steps=plan.dit_muon_ns_steps,
         checkpoint_dir=str(out / "checkpoints" / f"dit-{slug}"),
         checkpoint_every=200,
         keep_last=1,

@@ -15,12 +15,16 @@ optimizer, CUDA only); both have the same methods, so the Trainer has one loop.
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Literal
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from mugv.infra._errors import ConfigError
+from mugv.infra.muon import Muon
 
 
 def _all_reduce_grads(grads: list[torch.Tensor], group: dist.ProcessGroup, scale: float) -> None:
@@ -32,8 +36,19 @@ def _all_reduce_grads(grads: list[torch.Tensor], group: dist.ProcessGroup, scale
         grad.copy_(synced)
 
 
+def muon_matrices(named_params: dict[str, torch.Tensor], pattern: str) -> list[str]:
+    """Names of the parameters Muon takes: 2-D `*.weight` matrices matching `pattern`."""
+    regex = re.compile(pattern)
+    return [
+        n
+        for n, p in named_params.items()
+        if p.dim() == 2 and n.endswith("weight") and regex.search(n)
+    ]
+
+
 class TorchDataParallel:
-    """AdamW (decoupled weight decay on matrices only) with DP-averaged, clipped gradients."""
+    """AdamW (decoupled weight decay on matrices only), or Muon on the hidden matrices and AdamW
+    on the rest, with DP-averaged, clipped gradients."""
 
     def __init__(
         self,
@@ -44,6 +59,9 @@ class TorchDataParallel:
         eps: float,
         weight_decay: float,
         names: dict[str, str] | None = None,
+        optimizer: Literal["adamw", "muon"] = "adamw",
+        muon_params: str = r"(^|\.)blocks\.",
+        muon_ns_steps: int = 5,
     ) -> None:
         from megatron.core import parallel_state
 
@@ -53,18 +71,40 @@ class TorchDataParallel:
             names.get(n, n): p for n, p in model.named_parameters() if p.requires_grad
         }
         self.params = list(self.named_params.values())
-        decay = [p for p in self.params if p.dim() >= 2]
-        no_decay = [p for p in self.params if p.dim() < 2]
+        muon_names = muon_matrices(self.named_params, muon_params) if optimizer == "muon" else []
+        if optimizer == "muon" and not muon_names:
+            raise ConfigError(
+                f"TrainerConfig.muon_params={muon_params!r} matches no 2-D *.weight parameter of "
+                f"{type(model).__name__}: give a regex for its hidden layers' names, e.g. "
+                r"'(^|\.)layers\.'"
+            )
+        muon = [self.named_params[n] for n in muon_names]
+        sharded = [
+            n for n in muon_names if getattr(self.named_params[n], "tensor_model_parallel", False)
+        ]
+        if sharded and parallel_state.get_tensor_model_parallel_world_size() > 1:
+            raise ConfigError(
+                f"TrainerConfig.optimizer='muon' with tensor_parallel > 1: {sharded[0]} is a "
+                "tensor-parallel shard and orthogonalising a shard is not the whole matrix's "
+                "update; train with tensor_parallel=1 or optimizer='adamw'"
+            )
+        self._muon_ids = {id(p) for p in muon}
+        rest = [p for p in self.params if id(p) not in self._muon_ids]
         self.optimizer = torch.optim.AdamW(
             [
-                {"params": decay, "weight_decay": weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
+                {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
+                {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
             ],
             lr=lr,
             betas=betas,
             eps=eps,
             foreach=True,
         )
+        self.optimizers: list[torch.optim.Optimizer] = [self.optimizer]
+        if muon:
+            self.optimizers.append(
+                Muon(muon, lr=lr, ns_steps=muon_ns_steps, weight_decay=weight_decay)
+            )
         self.dp_group = parallel_state.get_data_parallel_group(with_context_parallel=True)
         self.dp_size = dist.get_world_size(self.dp_group)
         self.tp_group = parallel_state.get_tensor_model_parallel_group()
@@ -77,7 +117,8 @@ class TorchDataParallel:
         self.pp_params = [p for p in self.params if getattr(p, "pipeline_parallel", False)]
 
     def zero_grad(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
 
     def no_sync(self) -> contextlib.AbstractContextManager:
         """Backward passes inside do not reduce (here nothing reduces before `step`)."""
@@ -118,25 +159,33 @@ class TorchDataParallel:
         return sq.sqrt()
 
     def step(self, lr: float, max_norm: float | None) -> torch.Tensor:
-        """Syncs, clips to `max_norm` (if set), steps AdamW at `lr`; returns the pre-clip norm."""
+        """Syncs, clips to `max_norm` (if set), steps the optimizers at `lr`; returns the
+        pre-clip norm."""
         self.finish_grad_sync()
         norm = self.grad_norm()
         if max_norm is not None:
             coeff = (max_norm / (norm + 1e-6)).clamp(max=1.0)
             torch._foreach_mul_([p.grad for p in self.params], coeff)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
+        for optimizer in self.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.step()
         return norm
 
     def optimizer_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """AdamW state by `<param name>.<key>` and the parameter each is laid out like.
+        """Optimizer state by `<param name>.<key>` and the parameter each is laid out like
+        (AdamW: step, exp_avg, exp_avg_sq; Muon: momentum_buffer).
 
         Missing state (before the first step) is created as zeros so a load has targets.
         """
         tensors, like = {}, {}
         for name, p in self.named_params.items():
-            state = self.optimizer.state[p]
+            if id(p) in self._muon_ids:
+                state = self.optimizers[1].state[p]
+                if not state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+            else:
+                state = self.optimizer.state[p]
             if not state:
                 state["step"] = torch.zeros((), dtype=torch.float32)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -160,15 +209,26 @@ def make_data_parallel(
     weight_decay: float,
     grad_clip: float | None,
     names: dict[str, str] | None = None,
+    optimizer: Literal["adamw", "muon"] = "adamw",
+    muon_params: str = r"(^|\.)blocks\.",
+    muon_ns_steps: int = 5,
 ):
     """`MegatronDataParallel` for `kind="megatron"`, or for `"auto"` on CUDA with a Megatron-Core
-    model; `TorchDataParallel` otherwise. Forcing "megatron" without CUDA (or without a
-    Megatron model) raises `ConfigError` saying why."""
+    model and AdamW; `TorchDataParallel` otherwise (Muon always runs there). Forcing
+    "megatron" without CUDA (or without a Megatron model, or with Muon) raises `ConfigError`
+    saying why."""
     from mugv.infra.megatron_data_parallel import MegatronDataParallel, megatron_available
 
     if kind not in ("auto", "torch", "megatron"):
         raise ValueError(f"data_parallel kind {kind!r}: use 'auto', 'torch' or 'megatron'")
-    if kind == "megatron" or (kind == "auto" and megatron_available(model)):
+    if kind == "megatron" and optimizer == "muon":
+        raise ConfigError(
+            "optimizer='muon' runs on the plain-PyTorch data-parallel path: use "
+            "data_parallel='torch' or 'auto'"
+        )
+    if kind == "megatron" or (
+        kind == "auto" and optimizer == "adamw" and megatron_available(model)
+    ):
         return MegatronDataParallel(
             model,
             lr=lr,
@@ -179,5 +239,13 @@ def make_data_parallel(
             names=names,
         )
     return TorchDataParallel(
-        model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, names=names
+        model,
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        weight_decay=weight_decay,
+        names=names,
+        optimizer=optimizer,
+        muon_params=muon_params,
+        muon_ns_steps=muon_ns_steps,
     )

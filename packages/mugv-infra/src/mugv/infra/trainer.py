@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -64,6 +65,13 @@ class TrainerConfig:
     log_every: int = 10
     tensorboard_dir: str | None = None
     data_parallel: Literal["auto", "torch", "megatron"] = "auto"
+    # "muon": the 2-D `*.weight` matrices whose names match the regex `muon_params` (a
+    # model's hidden layers) step with Muon (`mugv.infra.muon`, `muon_ns_steps` Newton-Schulz
+    # iterations, on AdamW's lr scale); everything else with AdamW. Plain-PyTorch data
+    # parallelism only (data_parallel="torch", or "auto" on CPU), tensor_parallel=1.
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    muon_params: str = r"(^|\.)blocks\."
+    muon_ns_steps: int = 5
 
     def __post_init__(self) -> None:
         def bad(field: str, fix: str) -> ConfigError:
@@ -101,6 +109,20 @@ class TrainerConfig:
             raise bad("keep_last", "keep at least 1 checkpoint")
         if self.log_every < 1:
             raise bad("log_every", "log every >= 1 steps")
+        if self.optimizer not in ("adamw", "muon"):
+            raise bad("optimizer", "use 'adamw' or 'muon'")
+        if self.optimizer == "muon" and self.data_parallel == "megatron":
+            raise bad(
+                "optimizer",
+                "Muon runs on the plain-PyTorch data-parallel path: set data_parallel='torch' "
+                "(or 'auto' on CPU), or use optimizer='adamw' with Megatron's distributed optimizer",
+            )
+        if not 1 <= self.muon_ns_steps <= 20:
+            raise bad("muon_ns_steps", "use 1..20 Newton-Schulz iterations (5 is the usual)")
+        try:
+            re.compile(self.muon_params)
+        except re.error as err:
+            raise bad("muon_params", f"use a valid regular expression ({err})") from None
         if self.data_parallel not in ("auto", "torch", "megatron"):
             raise bad(
                 "data_parallel",
@@ -202,6 +224,9 @@ class Trainer:
             weight_decay=config.weight_decay,
             grad_clip=config.grad_clip,
             names=self.names,
+            optimizer=config.optimizer,
+            muon_params=config.muon_params,
+            muon_ns_steps=config.muon_ns_steps,
         )
         if self.pipeline is not None:
             self.pipeline.config.no_sync_func = self.sync.no_sync
