@@ -10,6 +10,7 @@ from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinea
 from torch import nn
 
 from mugv.dit import DiTConfig, DiTError, MUGDiT, default_spec, dit_config, local_spec, te_spec
+from mugv.dit.adaln import token_modulation
 from mugv.dit.attention import SDPAttention
 from mugv.dit.model import megatron_config
 from mugv.dit.specs import ColumnLinear, RowLinear
@@ -178,8 +179,6 @@ def test_needs_parallel_state():
 def test_token_modulation_selects_exactly_and_routes_gradients():
     """Conditioning tokens take the t = 0 modulation bit for bit, and each token's gradient
     reaches only the embedding it took (the where-on-a-stack reference)."""
-    from mugv.dit.adaln import token_modulation
-
     g = torch.Generator().manual_seed(0)
     table = torch.randn(6, 8, generator=g, requires_grad=True)
     t_mod = torch.randn(3, 48, generator=g, requires_grad=True)

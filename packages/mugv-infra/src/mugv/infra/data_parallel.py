@@ -24,7 +24,7 @@ from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from mugv.infra._errors import ConfigError
-from mugv.infra.muon import Muon
+from mugv.infra.muon import DEFAULT_MUON_PARAMS, Muon
 
 
 def _all_reduce_grads(grads: list[torch.Tensor], group: dist.ProcessGroup, scale: float) -> None:
@@ -60,7 +60,7 @@ class TorchDataParallel:
         weight_decay: float,
         names: dict[str, str] | None = None,
         optimizer: Literal["adamw", "muon"] = "adamw",
-        muon_params: str = r"(^|\.)blocks\.",
+        muon_params: str = DEFAULT_MUON_PARAMS,
         muon_ns_steps: int = 5,
     ) -> None:
         from megatron.core import parallel_state
@@ -210,7 +210,7 @@ def make_data_parallel(
     grad_clip: float | None,
     names: dict[str, str] | None = None,
     optimizer: Literal["adamw", "muon"] = "adamw",
-    muon_params: str = r"(^|\.)blocks\.",
+    muon_params: str = DEFAULT_MUON_PARAMS,
     muon_ns_steps: int = 5,
 ):
     """`MegatronDataParallel` for `kind="megatron"`, or for `"auto"` on CUDA with a Megatron-Core
@@ -226,26 +226,15 @@ def make_data_parallel(
             "optimizer='muon' runs on the plain-PyTorch data-parallel path: use "
             "data_parallel='torch' or 'auto'"
         )
+    common = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, names=names)
     if kind == "megatron" or (
         kind == "auto" and optimizer == "adamw" and megatron_available(model)
     ):
-        return MegatronDataParallel(
-            model,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            grad_clip=grad_clip,
-            names=names,
-        )
+        return MegatronDataParallel(model, grad_clip=grad_clip, **common)
     return TorchDataParallel(
         model,
-        lr=lr,
-        betas=betas,
-        eps=eps,
-        weight_decay=weight_decay,
-        names=names,
         optimizer=optimizer,
         muon_params=muon_params,
         muon_ns_steps=muon_ns_steps,
+        **common,
     )

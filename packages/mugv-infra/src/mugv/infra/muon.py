@@ -21,7 +21,10 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-__all__ = ["Muon", "orthogonalize"]
+__all__ = ["DEFAULT_MUON_PARAMS", "Muon", "orthogonalize"]
+
+# Which parameters Muon takes by default (a regex over parameter names): MUGDiT's blocks.
+DEFAULT_MUON_PARAMS = r"(^|\.)blocks\."
 
 # Quintic Newton-Schulz coefficients of the Muon reference: chosen for the steepest slope at
 # zero, so that 5 steps map every singular value of a normalised matrix into ~[0.7, 1.2].
@@ -116,5 +119,5 @@ class Muon(torch.optim.Optimizer):
                 for (p, _), o in zip(items, ortho):
                     if group["weight_decay"]:
                         p.mul_(1 - group["lr"] * group["weight_decay"])
-                    p.add_(o.to(p.dtype), alpha=-scale)
+                    p.add_(o, alpha=-scale)
         return loss

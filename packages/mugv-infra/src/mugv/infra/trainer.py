@@ -32,6 +32,7 @@ from mugv.infra.checkpoint import CheckpointManager, export_safetensors, latest_
 from mugv.infra.data_parallel import make_data_parallel
 from mugv.infra.ema import EMA
 from mugv.infra.meter import ThroughputMeter
+from mugv.infra.muon import DEFAULT_MUON_PARAMS
 from mugv.infra.parallel import DistInfo
 from mugv.infra.pipeline import PipelineSchedule, global_names
 from mugv.infra.schedule import lr_at
@@ -70,7 +71,7 @@ class TrainerConfig:
     # iterations, on AdamW's lr scale); everything else with AdamW. Plain-PyTorch data
     # parallelism only (data_parallel="torch", or "auto" on CPU), tensor_parallel=1.
     optimizer: Literal["adamw", "muon"] = "adamw"
-    muon_params: str = r"(^|\.)blocks\."
+    muon_params: str = DEFAULT_MUON_PARAMS
     muon_ns_steps: int = 5
 
     def __post_init__(self) -> None:
