@@ -1,16 +1,28 @@
 """Muon: the Newton-Schulz orthogonalisation against the SVD, one step against a float64
 reference written from the definition, and the Trainer's Muon path (config errors, learning,
-checkpoint resume)."""
+checkpoint resume, DP=2 == DP=1, the TP=2 refusal)."""
 
+import functools
 import math
 import shutil
+from typing import Any
 
 import pytest
 import torch
 from _infra_models import TinyRegressor, regression_data, regression_step, tiny_config
 
-from mugv.infra import ConfigError, ShuffledBatches, Trainer, TrainerConfig, single_process
+from mugv.infra import (
+    ConfigError,
+    ParallelConfig,
+    ShuffledBatches,
+    Trainer,
+    TrainerConfig,
+    single_process,
+)
+from mugv.infra.checkpoint import gather_full
 from mugv.infra.muon import Muon, orthogonalize
+from mugv.infra.parallel import DistInfo, dist_info
+from mugv.infra.spawn import run_ranks
 
 LAYERS = r"(^|\.)layers\."
 
@@ -121,3 +133,60 @@ def test_muon_config_rules(kwargs, field):
 def test_muon_params_matching_nothing_says_what_to_set(tmp_path):
     with single_process(seed=0) as info, pytest.raises(ConfigError, match="muon_params"):
         _trainer(info, tmp_path, 2, muon_params=r"(^|\.)no_such_module\.")
+
+
+def _data_parallel_run(info: DistInfo, batch: int, steps: int = 6) -> dict[str, Any]:
+    """`steps` Muon steps on this rank's share of each global batch: the full weights after,
+    and under "moved" how far the largest step moved a weight. In float64, so the
+    comparison can be tight: Adam and the Newton-Schulz iteration both blow float32 rounding in
+    near-zero gradient directions up towards steps of order lr."""
+    f64 = torch.float64
+    model = TinyRegressor(tiny_config(params_dtype=f64, pipeline_dtype=f64)).to(f64)
+    x, y = (t.to(f64) for t in regression_data(32))
+    data = ShuffledBatches(
+        32,
+        batch,
+        lambda idx: (x[idx], y[idx]),
+        seed=3,
+        data_rank=info.data_rank,
+        data_size=info.data_size,
+    )
+    config = TrainerConfig(
+        steps=steps, lr=3e-3, grad_clip=0.5, optimizer="muon", muon_params=LAYERS
+    )
+    # noise=0: the step's noise is drawn per replica, which would part DP=2 from DP=1
+    trainer = Trainer(model, functools.partial(regression_step, noise=0.0), data, config, info=info)
+    params = dict(model.named_parameters())
+    before = {n: p.detach().clone() for n, p in params.items()}
+    trainer.fit()
+    moved = max((p.detach() - before[n]).abs().max().item() for n, p in params.items())
+    return {**gather_full({n: p.detach() for n, p in params.items()}, params), "moved": moved}
+
+
+def _rank_run(batch: int, steps: int = 6) -> dict[str, Any] | str:
+    try:
+        return _data_parallel_run(dist_info(), batch, steps)
+    except ConfigError as err:
+        return str(err)
+
+
+@pytest.mark.distributed
+def test_muon_dp2_with_half_batches_matches_dp1():
+    """Both replicas orthogonalise the same all-reduced gradient: their weights stay equal to
+    each other and to one process stepping on the whole batch."""
+    with single_process(seed=0) as info:
+        want = _data_parallel_run(info, batch=8)
+    ranks = run_ranks(_rank_run, world_size=2, batch=4)
+    for name, value in want.items():
+        if name == "moved":
+            continue
+        assert torch.equal(ranks[0][name], ranks[1][name]), name
+        assert torch.allclose(ranks[0][name], value, rtol=1e-9, atol=1e-10), name
+    assert ranks[0]["moved"] > 1e-3  # the Muon steps did move the weights
+
+
+@pytest.mark.distributed
+def test_muon_refuses_tensor_parallel_shards():
+    errors = run_ranks(_rank_run, world_size=2, parallel=ParallelConfig(tensor=2), batch=8, steps=1)
+    for err in errors:
+        assert isinstance(err, str) and "tensor_parallel > 1" in err, err
