@@ -17,6 +17,8 @@ from megatron.core.transformer import TransformerConfig
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_block import TransformerBlock
 
+from mugv.infra import ShuffledBatches
+
 
 class SDPACoreAttention(MegatronModule):
     """Core attention of the local spec, over torch SDPA: (sq, b, np, hn) -> (sq, b, np*hn)."""
@@ -87,6 +89,22 @@ def regression_data(n: int = 64, seed: int = 1) -> tuple[torch.Tensor, torch.Ten
     x = torch.randn(n, 6, 8, generator=gen)
     y = torch.tanh(x.flip(1) * 0.7 + 0.1)
     return x, y
+
+
+def regression_batches(
+    n: int, batch: int, info, *, dtype: torch.dtype = torch.float32
+) -> ShuffledBatches:
+    """`regression_data(n)` in batches of `batch` per data-parallel rank of `info` (a
+    `DistInfo`): DP=2 at half the batch sees the same global batches as DP=1."""
+    x, y = (t.to(dtype) for t in regression_data(n))
+    return ShuffledBatches(
+        n,
+        batch,
+        lambda idx: (x[idx], y[idx]),
+        seed=3,
+        data_rank=info.data_rank,
+        data_size=info.data_size,
+    )
 
 
 def regression_step(model, batch, noise: float = 0.01):

@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 import torch
-from _infra_models import TinyRegressor, regression_data, regression_step, tiny_config
+from _infra_models import (
+    TinyRegressor,
+    regression_batches,
+    regression_data,
+    regression_step,
+    tiny_config,
+)
 
 from mugv.infra import (
     ConfigError,
@@ -142,15 +148,7 @@ def _data_parallel_run(info: DistInfo, batch: int, steps: int = 6) -> dict[str, 
     near-zero gradient directions up towards steps of order lr."""
     f64 = torch.float64
     model = TinyRegressor(tiny_config(params_dtype=f64, pipeline_dtype=f64)).to(f64)
-    x, y = (t.to(f64) for t in regression_data(32))
-    data = ShuffledBatches(
-        32,
-        batch,
-        lambda idx: (x[idx], y[idx]),
-        seed=3,
-        data_rank=info.data_rank,
-        data_size=info.data_size,
-    )
+    data = regression_batches(32, batch, info, dtype=f64)
     config = TrainerConfig(
         steps=steps, lr=3e-3, grad_clip=0.5, optimizer="muon", muon_params=LAYERS
     )

@@ -9,7 +9,13 @@ import random
 import numpy as np
 import pytest
 import torch
-from _infra_models import TinyRegressor, regression_data, regression_step, tiny_config
+from _infra_models import (
+    TinyRegressor,
+    regression_batches,
+    regression_data,
+    regression_step,
+    tiny_config,
+)
 from safetensors.torch import load_file
 
 from mugv.infra import (
@@ -30,15 +36,7 @@ STEPS = 10
 def _train(info: DistInfo, *, batch: int, noise: float, ckpt: str | None = None) -> dict:
     """10 steps of the tiny Megatron model; per-step loss, grad norm and full (gathered) grads."""
     model = TinyRegressor(tiny_config())
-    x, y = regression_data(80)
-    data = ShuffledBatches(
-        80,
-        batch,
-        lambda idx: (x[idx], y[idx]),
-        seed=3,
-        data_rank=info.data_rank,
-        data_size=info.data_size,
-    )
+    data = regression_batches(80, batch, info)
     config = TrainerConfig(
         steps=STEPS,
         micro_batches=2,
