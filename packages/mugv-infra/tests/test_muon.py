@@ -9,23 +9,11 @@ from typing import Any
 
 import pytest
 import torch
-from _infra_models import (
-    TinyRegressor,
-    regression_batches,
-    regression_data,
-    regression_step,
-    tiny_config,
-)
+from _infra_models import TinyRegressor, regression_batches, regression_step, tiny_config
 
-from mugv.infra import (
-    ConfigError,
-    ParallelConfig,
-    ShuffledBatches,
-    Trainer,
-    TrainerConfig,
-    single_process,
-)
+from mugv.infra import ConfigError, ParallelConfig, Trainer, TrainerConfig, single_process
 from mugv.infra.checkpoint import gather_full
+from mugv.infra.data_parallel import muon_matrices
 from mugv.infra.muon import Muon, orthogonalize
 from mugv.infra.parallel import DistInfo, dist_info
 from mugv.infra.spawn import run_ranks
@@ -77,8 +65,7 @@ def test_muon_rejects_vectors():
 
 def _trainer(info, tmp_path, steps, **overrides):
     model = TinyRegressor(tiny_config())
-    x, y = regression_data(32)
-    data = ShuffledBatches(32, 8, lambda idx: (x[idx], y[idx]))
+    data = regression_batches(32, 8, info)
     config = TrainerConfig(
         **{
             "steps": steps,
@@ -96,8 +83,7 @@ def test_trainer_muon_learns_and_splits_the_parameters(tmp_path):
     losses = []
     with single_process(seed=0) as info:
         trainer = _trainer(info, tmp_path, 30)
-        _, muon = trainer.sync.optimizers
-        muon_ids = {id(p) for group in muon.param_groups for p in group["params"]}
+        muon_ids = {id(p) for group in trainer.sync.muon.param_groups for p in group["params"]}
         for name, p in trainer.model.named_parameters():
             want = p.dim() == 2 and ".layers." in f".{name}" and name.endswith("weight")
             assert (id(p) in muon_ids) == want, name
@@ -142,8 +128,8 @@ def test_muon_params_matching_nothing_says_what_to_set(tmp_path):
 
 
 def _data_parallel_run(info: DistInfo, batch: int, steps: int = 6) -> dict[str, Any]:
-    """`steps` Muon steps on this rank's share of each global batch: the full weights after,
-    and under "moved" how far the largest step moved a weight. In float64, so the
+    """`steps` Muon steps on this rank's share of each global batch: the full weights after
+    ("params") and how far the run moved the Muon matrices ("moved"). In float64, so the
     comparison can be tight: Adam and the Newton-Schulz iteration both blow float32 rounding in
     near-zero gradient directions up towards steps of order lr."""
     f64 = torch.float64
@@ -157,8 +143,13 @@ def _data_parallel_run(info: DistInfo, batch: int, steps: int = 6) -> dict[str, 
     params = dict(model.named_parameters())
     before = {n: p.detach().clone() for n, p in params.items()}
     trainer.fit()
-    moved = max((p.detach() - before[n]).abs().max().item() for n, p in params.items())
-    return {**gather_full({n: p.detach() for n, p in params.items()}, params), "moved": moved}
+    moved = max(
+        (params[n].detach() - before[n]).abs().max().item() for n in muon_matrices(params, LAYERS)
+    )
+    return {
+        "params": gather_full({n: p.detach() for n, p in params.items()}, params),
+        "moved": moved,
+    }
 
 
 def _rank_run(batch: int, steps: int = 6) -> dict[str, Any] | str:
@@ -175,12 +166,10 @@ def test_muon_dp2_with_half_batches_matches_dp1():
     with single_process(seed=0) as info:
         want = _data_parallel_run(info, batch=8)
     ranks = run_ranks(_rank_run, world_size=2, batch=4)
-    for name, value in want.items():
-        if name == "moved":
-            continue
-        assert torch.equal(ranks[0][name], ranks[1][name]), name
-        assert torch.allclose(ranks[0][name], value, rtol=1e-9, atol=1e-10), name
-    assert ranks[0]["moved"] > 1e-3  # the Muon steps did move the weights
+    for name, value in want["params"].items():
+        assert torch.equal(ranks[0]["params"][name], ranks[1]["params"][name]), name
+        assert torch.allclose(ranks[0]["params"][name], value, rtol=1e-9, atol=1e-10), name
+    assert ranks[0]["moved"] > 1e-3  # the Muon steps did move its matrices
 
 
 @pytest.mark.distributed

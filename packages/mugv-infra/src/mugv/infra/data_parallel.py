@@ -100,11 +100,12 @@ class TorchDataParallel:
             eps=eps,
             foreach=True,
         )
+        self.muon = (
+            Muon(muon, lr=lr, ns_steps=muon_ns_steps, weight_decay=weight_decay) if muon else None
+        )
         self.optimizers: list[torch.optim.Optimizer] = [self.optimizer]
-        if muon:
-            self.optimizers.append(
-                Muon(muon, lr=lr, ns_steps=muon_ns_steps, weight_decay=weight_decay)
-            )
+        if self.muon is not None:
+            self.optimizers.append(self.muon)
         self.dp_group = parallel_state.get_data_parallel_group(with_context_parallel=True)
         self.dp_size = dist.get_world_size(self.dp_group)
         self.tp_group = parallel_state.get_tensor_model_parallel_group()
@@ -181,7 +182,7 @@ class TorchDataParallel:
         tensors, like = {}, {}
         for name, p in self.named_params.items():
             if id(p) in self._muon_ids:
-                state = self.optimizers[1].state[p]
+                state = self.muon.state[p]
                 if not state:
                     state["momentum_buffer"] = torch.zeros_like(p)
             else:
