@@ -41,6 +41,24 @@ def test_orthogonalize_approximates_the_polar_factor(shape):
     assert torch.allclose(got[1], orthogonalize(x[1], steps=5), atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(96, 24), (24, 72)])
+@pytest.mark.parametrize("steps", [1, 3, 5])
+def test_short_side_iteration_equals_the_direct_one(shape, steps):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, *shape, generator=g, dtype=torch.float64)
+    u, _, vh = torch.linalg.svd(x, full_matrices=False)
+    decaying = u @ torch.diag_embed(torch.logspace(0, -6, u.shape[-1], dtype=x.dtype)) @ vh
+    # a flat spectrum, and a momentum-like one spanning 1e6: G_0 squares that to 1e12, below
+    # float32's resolution, so those directions carry ~1e-3 relative error (bf16's rounding,
+    # which the GPU path accepts, is 4e-3); a flat spectrum stays at float32's rounding
+    for m, tol in ((x, 1e-5), (decaying, 2e-3)):
+        direct = orthogonalize(m, steps, gram=False)
+        assert torch.allclose(orthogonalize(m, steps, gram=True), direct, atol=1e-12)
+        assert torch.allclose(orthogonalize(m, steps), direct, atol=1e-12)  # auto: gram
+        f32 = orthogonalize(m.float(), steps, gram=True)
+        assert (f32.double() - direct).abs().max() < tol * direct.abs().max()
+
+
 def test_muon_step_matches_the_definition():
     g = torch.Generator().manual_seed(1)
     w0 = torch.randn(12, 20, generator=g, dtype=torch.float64)
