@@ -56,14 +56,14 @@ def run_set(shapes: dict[tuple[int, int], int], rounds: int) -> dict[str, float]
             for s in f32:
                 orthogonalize(s, 5, gram=mode)
             times[mode].append(time.process_time() - t0)
-    dev = {}
-    for mode in times:
-        worst = 0.0
-        for s, s32 in zip(stacks, f32):
-            ref = orthogonalize(s, 5, gram=False)
-            got = orthogonalize(s32, 5, gram=mode).double()
-            worst = max(worst, float((got - ref).abs().max() / ref.abs().max()))
-        dev[mode] = worst
+    refs = [orthogonalize(s, 5, gram=False) for s in stacks]  # float64, direct
+    dev = {
+        mode: max(
+            float((orthogonalize(s32, 5, gram=mode).double() - ref).abs().max() / ref.abs().max())
+            for s32, ref in zip(f32, refs)
+        )
+        for mode in times
+    }
     direct, short = statistics.median(times[False]), statistics.median(times[None])
     return {
         "direct_ms": direct * 1e3,

@@ -58,7 +58,7 @@ def orthogonalize(
     if gram is None:
         gram = long >= 2 * short and x.dtype in (torch.float32, torch.float64)
     if gram:
-        x = _short_side_polynomial(x @ x.mT, steps, (a, b, c)) @ x
+        x = _short_side_polynomial(x @ x.mT, steps) @ x
     else:
         for _ in range(steps):
             g = x @ x.mT  # (..., m, m), m the short side
@@ -67,14 +67,14 @@ def orthogonalize(
     return (x if wide else x.mT).to(update.dtype)
 
 
-def _short_side_polynomial(g: Tensor, steps: int, coefficients: tuple[float, ...]) -> Tensor:
+def _short_side_polynomial(g: Tensor, steps: int) -> Tensor:
     """Q = M_{steps-1} ... M_0 for G_0 = `g` (..., m, m): the Newton-Schulz map X_0 -> Q X_0."""
-    a, b, c = coefficients
+    a, b, c = NS_COEFFICIENTS
     eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
     q = eye.expand_as(g)
     for k in range(steps):
         m = (g @ g).mul_(c).add_(g, alpha=b).add_(eye, alpha=a)  # a I + b G + c G^2
-        q = m @ q
+        q = m if k == 0 else m @ q
         if k < steps - 1:
             g = m @ (m @ g)  # M and G commute: both are polynomials in G_0
     return q
