@@ -9,8 +9,10 @@ backward and AdamW. The models alternate round by round and each ratio is the me
 per-round ratios, in wall time and in process CPU time (the latter ignores time the shared
 machine's other processes take). The attention share is the time inside
 scaled-dot-product attention (forward and backward) over the step's time (profiler, 10 steps).
+A `mugdit_bf16` row runs MUGDiT under bf16 autocast (faster than fp32 only on CPUs with AMX,
+`mugv.infra.fast_bf16`), and with `--compile` a `mugdit_bf16_compiled` row under torch.compile.
 
-    python bench_step.py --out result.json [--config tiny --batch 8 --frames 3 --size 8]
+    python bench_step.py --out result.json [--config tiny --batch 8 --frames 3 --size 8 --compile]
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from _plain_dit import PlainDiT
 
 from mugv.dit import MUGDiT, dit_config, local_spec, to_reference
 from mugv.dit.pretrained import full_state_dict
-from mugv.infra import single_process
+from mugv.infra import fast_bf16, single_process
 
 
 def megatron_path_spec():
@@ -66,12 +68,14 @@ def i2v_mask(args) -> torch.Tensor:
     return mask
 
 
-def step_fn(model, batch, target, **extra):
+def step_fn(model, batch, target, *, bf16=False, **extra):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(model(**batch, **extra), target)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(**batch, **extra)
+        loss = torch.nn.functional.mse_loss(out.float(), target)
         loss.backward()
         opt.step()
 
@@ -132,6 +136,11 @@ def main() -> None:
         help="share of samples with a conditioning frame 0 in the mugdit_i2v row (the flow's "
         "default i2v probability)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="add a row for MUGDiT under torch.compile in bf16 (compiling takes ~20-60 s)",
+    )
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--per-round", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=3)
@@ -162,7 +171,18 @@ def main() -> None:
             "plain": step_fn(plain, batch, target),
             "mugdit_megatron_path": step_fn(megatron, batch, target),
             "mugdit_i2v": step_fn(ours, batch, target, cond_mask=i2v_mask(args)),
+            # bf16 autocast (fp32 attention on CPU): faster only on CPUs with AMX
+            "mugdit_bf16": step_fn(ours, batch, target, bf16=True),
         }
+        compile_s = None
+        if args.compile:
+            compiled = MUGDiT(cfg)
+            compiled.load_state_dict(ours.state_dict())
+            compiled.compile(dynamic=False)
+            steps["mugdit_bf16_compiled"] = step_fn(compiled, batch, target, bf16=True)
+            start = time.perf_counter()
+            steps["mugdit_bf16_compiled"]()
+            compile_s = time.perf_counter() - start
         rounds = time_interleaved(steps, args.rounds, args.per_round, args.warmup)
         rows = {}
         for name, step in steps.items():
@@ -197,6 +217,11 @@ def main() -> None:
         ),
         "ratio_wall": rows["mugdit"]["ratio_wall"],
         "ratio_cpu": rows["mugdit"]["ratio_cpu"],
+        "fast_bf16": fast_bf16("cpu"),
+        "compile_seconds": compile_s,
+        "bf16_over_fp32_wall": paired_ratio(
+            rounds["mugdit_bf16"]["wall"], rounds["mugdit"]["wall"]
+        ),
         "i2v_share": args.i2v_share,
         "i2v_over_t2v_wall": paired_ratio(rounds["mugdit_i2v"]["wall"], rounds["mugdit"]["wall"]),
         "target_ratio": 1.1,
@@ -219,6 +244,10 @@ def main() -> None:
     print(
         f"mugdit with a conditioning frame in {args.i2v_share:.0%} of the samples / without: "
         f"wall {result['i2v_over_t2v_wall']:.3f}"
+    )
+    print(
+        f"mugdit bf16 / fp32: wall {result['bf16_over_fp32_wall']:.3f} (AMX: {result['fast_bf16']})"
+        + (f"; compiling took {compile_s:.0f} s" if compile_s is not None else "")
     )
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

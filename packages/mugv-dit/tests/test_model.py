@@ -13,6 +13,7 @@ from mugv.dit import DiTConfig, DiTError, MUGDiT, default_spec, dit_config, loca
 from mugv.dit.adaln import token_modulation
 from mugv.dit.attention import SDPAttention
 from mugv.dit.model import megatron_config
+from mugv.dit.rectified_flow import FlowConfig, RectifiedFlow
 from mugv.dit.specs import ColumnLinear, RowLinear
 from mugv.infra import single_process
 
@@ -70,6 +71,65 @@ def test_text_padding_is_ignored(model):
     padded = dict(args, text=args["text"].clone())
     padded["text"][0, 2:] = 100.0
     torch.testing.assert_close(model(**args), model(**padded))
+
+
+def test_cpu_core_attention_runs_in_fp32_under_bf16():
+    """bf16 attention kernels are slow on CPU: under autocast or on bf16 inputs the core
+    attention computes in fp32 and returns the caller's dtype."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(6, 2, 3, 8, generator=g) for _ in range(3))  # (s, B, heads, D)
+    mask = torch.zeros(2, 1, 1, 6, dtype=torch.bool)
+    mask[1, ..., 4:] = True
+    with single_process(seed=0):
+        core = SDPAttention(megatron_config(dit_config("debug"), torch.float32), 1, None, "self")
+
+    def reference(q, k, v):
+        q, k, v = (t.double().permute(1, 2, 0, 3) for t in (q, k, v))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=~mask)
+        return out.permute(2, 0, 1, 3).flatten(2)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = core(q, k, v, mask)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), reference(q, k, v), rtol=1e-6, atol=1e-6)
+    low = [t.bfloat16().requires_grad_() for t in (q, k, v)]
+    out = core(*low, mask)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), reference(*low), rtol=1e-2, atol=1e-2)
+    out.float().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 for t in low)
+
+
+def test_compiled_model_equals_eager(model):
+    args = inputs()
+    args["text_mask"][1, 3:] = False
+    drop = torch.tensor([False, True])
+    expected = model(**args, drop_text=drop, num_frames=torch.tensor([2, 1]))
+    compiled = torch.compile(model, dynamic=False)
+    out = compiled(**args, drop_text=drop, num_frames=torch.tensor([2, 1]))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fixed_signature_loss_equals_the_default(model):
+    """A compiled model is called with cond_mask and num_frames on every video batch; on a
+    batch that needs neither (t2v only) the loss is the one the shorter call gives."""
+    flow = RectifiedFlow(FlowConfig(task_probs={"t2v": 1.0}))
+    args = inputs(batch=3)
+    losses = [
+        flow.loss(
+            model,
+            args["x"],
+            args["text"],
+            args["text_mask"],
+            args["fps"],
+            height=64,
+            width=64,
+            generator=torch.Generator().manual_seed(0),
+            fixed_signature=fixed,
+        )[0]
+        for fixed in (False, True)
+    ]
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=1e-7)
 
 
 def test_default_spec_is_local_on_cpu():

@@ -62,6 +62,9 @@ def test_collate_pads_text():
     assert batch["latents"].shape == (2, 4, 3, 4, 4)
     assert batch["text"].shape == (2, 5, 8) and batch["text_mask"].sum(1).tolist() == [2, 5]
     assert torch.all(batch["text"][0, 2:] == 0) and batch["height"] == 32
+    rounded = collate_latents([ds[0], ds[3]], text_length=8)  # one shape for a compiled model
+    assert rounded["text"].shape == (2, 8, 8) and rounded["text_mask"].sum(1).tolist() == [2, 5]
+    torch.testing.assert_close(rounded["text"][:, :5], batch["text"])
 
 
 def test_step_fn_on_infra_trainer_learns_logs_tasks_and_keeps_ema():

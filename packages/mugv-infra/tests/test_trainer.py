@@ -19,6 +19,7 @@ from mugv.infra import (
     Trainer,
     TrainerConfig,
     complete_checkpoints,
+    fast_bf16,
     latest_checkpoint,
     lr_at,
     peak_flops,
@@ -112,6 +113,49 @@ def test_meter_reports_mfu_and_hfu_apart():
     meter.peak = 1e12  # a known GPU: HFU adds the recomputed forward
     report = meter.report()
     assert report["mfu"] == 1.5 and report["hfu"] == 2.0
+
+
+def test_fast_bf16_follows_the_hardware():
+    assert fast_bf16("cuda") and fast_bf16(torch.device("cuda", 1))  # no GPU needed to ask
+    assert not fast_bf16("meta")
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo to read the CPU flags from")
+    assert fast_bf16("cpu") == (" amx_tile" in flags)
+
+
+def _mlp_run(tmp_path, *, compile: bool, steps: int):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.GELU(), torch.nn.Linear(32, 8))
+    x = torch.randn(64, 8)
+    y = torch.sin(x)
+    losses = []
+    with single_process(seed=0) as info:
+        trainer = Trainer(
+            model,
+            lambda m, batch: (m(batch[0]) - batch[1]).square().mean(),
+            ShuffledBatches(64, 16, lambda idx: (x[idx], y[idx])),
+            TrainerConfig(
+                steps=steps, lr=1e-2, compile=compile, checkpoint_dir=str(tmp_path), ema_decay=0.9
+            ),
+            info=info,
+        )
+        trainer.fit(lambda out: losses.append(out.loss.item()))
+    return model, losses
+
+
+def test_compiled_training_equals_eager_and_resumes_eager(tmp_path):
+    _, eager = _mlp_run(tmp_path / "eager", compile=False, steps=6)
+    compiled_model, compiled = _mlp_run(tmp_path / "compiled", compile=True, steps=6)
+    assert compiled == pytest.approx(eager, rel=1e-5, abs=1e-7)
+    # the in-place compile keeps parameter names: its checkpoint resumes an eager run
+    names = {k for k, _ in compiled_model.named_parameters()}
+    assert names == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    _, resumed = _mlp_run(tmp_path / "compiled", compile=False, steps=8)
+    _, straight = _mlp_run(tmp_path / "eager", compile=False, steps=8)
+    assert resumed == pytest.approx(straight, rel=1e-5, abs=1e-7)
 
 
 def _trainer(info, tmp_path, **overrides):

@@ -25,7 +25,7 @@ from mugv.dit.pipeline import GenerationConfig, Pipeline, video_to_clips
 from mugv.dit.rectified_flow import FlowConfig, RectifiedFlow
 from mugv.dit.text_encoder import HFTextEncoder
 from mugv.dit.train import LatentTextDataset, train_dit
-from mugv.infra import ShuffledBatches, TrainerConfig
+from mugv.infra import ShuffledBatches, TrainerConfig, fast_bf16
 from mugv.infra.parallel import dist_info
 from mugv.infra.spawn import run_ranks
 from mugv.vae import (
@@ -317,6 +317,8 @@ def _fit_dit(
         ema_decay=0.995,
         optimizer=plan.dit_optimizer,
         muon_ns_steps=plan.dit_muon_ns_steps,
+        precision=_precision(plan.dit_precision, info),
+        compile=plan.dit_compile,
         checkpoint_dir=str(out / "checkpoints" / f"dit-{slug}"),
         checkpoint_every=200,
         keep_last=1,
@@ -334,6 +336,12 @@ def _fit_dit(
     if info.is_main:
         model.save_pretrained(out / "dit" / f"stage-{len(previous)}-{slug}")
     return curve.points, step
+
+
+def _precision(choice: str, info: Any) -> str:
+    if choice != "auto":
+        return choice
+    return "bf16" if fast_bf16(info.device) else "fp32"
 
 
 def _uint8(video: torch.Tensor) -> np.ndarray:

@@ -54,7 +54,17 @@ class SDPAttention(MegatronModule):
             attention_mask = attention_mask[1]
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # (B, heads, s, D)
         allowed = None if attention_mask is None else ~attention_mask
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, heads, s_q, D)
+        if q.device.type == "cpu" and (
+            q.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu")
+        ):
+            # on CPU the bf16 attention kernels run behind fp32 (the backward ~8x at a tiny
+            # DiT's shapes): attend in fp32 and hand back the caller's dtype
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(
+                    q.float(), k.float(), v.float(), attn_mask=allowed
+                ).to(q.dtype)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, heads, s_q, D)
         return out.permute(2, 0, 1, 3).flatten(2)  # (s_q, B, heads*D)
 
 

@@ -296,9 +296,14 @@ class MUGDiT(PretrainedMixin, VisionModule):
             raise DiTError(
                 f"text must be (B={b}, L, text_dim={cfg.text_dim}), got {tuple(text.shape)}"
             )
-        if num_frames is not None and (
-            bool(((num_frames < 1) | (num_frames > t)).any())
-            or bool((num_frames % cfg.patch_size[0]).any())
+        # reading values back would split a torch.compile graph: compiled, only shapes are checked
+        if (
+            num_frames is not None
+            and not torch.compiler.is_compiling()
+            and (
+                bool(((num_frames < 1) | (num_frames > t)).any())
+                or bool((num_frames % cfg.patch_size[0]).any())
+            )
         ):
             raise DiTError(
                 f"num_frames must count 1..{t} real frames per sample, in whole temporal "
@@ -357,7 +362,9 @@ class MUGDiT(PretrainedMixin, VisionModule):
             cond = F.pad(cond, (1, padded - length + 1))  # (B, S_pad)
             cond = (cond if order is None else cond.gather(1, order)).T  # (S_pad, B)
         y, y_mask = self.y_embedder(text.to(dtype), text_mask.bool(), drop_text)  # (B, L, d)
-        text_attn_mask = None if bool(y_mask.all()) else ~y_mask[:, None, None, :]
+        # compiled, the mask always goes in: reading it back would split the graph
+        full = not torch.compiler.is_compiling() and bool(y_mask.all())
+        text_attn_mask = None if full else ~y_mask[:, None, None, :]
         frames = None if real is None else num_frames.to(x.device) // pt
         positions = video_positions(frame_index[:, ::pt] // pt, ht, wt, cfg.max_frames, frames)
         positions = F.pad(positions, (0, 0, 0, padded - length))  # (B, S_pad, 3)

@@ -180,6 +180,7 @@ class RectifiedFlow:
         width: int,
         frame_index: Tensor | None = None,
         generator: torch.Generator | None = None,
+        fixed_signature: bool = False,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Joint-task rectified-flow loss on clean latents (B, C, T, h, w).
 
@@ -189,6 +190,10 @@ class RectifiedFlow:
         other frames are padding (`num_frames`). Returns the weighted mean loss (scalar,
         differentiable) and, per task present in the batch, its mean unweighted loss
         (detached) under the key `loss/<task>`.
+
+        With `fixed_signature` every video batch passes `cond_mask` and `num_frames` (all
+        False / all frames when no sample needs them; the same output), so a compiled model
+        meets one call signature per clip length instead of one per mix of tasks.
         """
         if latents.dim() != 5:
             raise FlowError(f"latents must be (B, C, T, h, w), got shape {tuple(latents.shape)}")
@@ -224,14 +229,15 @@ class RectifiedFlow:
         cond, t = cond.to(device), t.to(device)
         cond5 = cond.view(batch, 1, frames, 1, 1)
         x_t = torch.where(cond5, x0, self.add_noise(x0, noise, t))
-        mixed = frames > 1 and bool(image.any())
+        mixed = frames > 1 and (fixed_signature or bool(image.any()))
+        conditioned = (fixed_signature and frames > 1) or bool(cond.any())
         pred = model(  # one forward per batch: a pipeline stage runs each micro-batch once
             x_t,
             t.to(x0.dtype),
             text,
             text_mask,
             fps,
-            cond_mask=cond if bool(cond.any()) else None,
+            cond_mask=cond if conditioned else None,
             frame_index=None if frame_index is None else frame_index[:, :frames],
             drop_text=drop_text.to(device),
             **({"num_frames": real.to(device)} if mixed else {}),

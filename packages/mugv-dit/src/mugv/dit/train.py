@@ -72,9 +72,12 @@ class LatentTextDataset(Dataset):
         }
 
 
-def collate_latents(items: Sequence[dict[str, Tensor | int]]) -> dict[str, Tensor | int]:
-    """Stack latents and fps; pad text to the longest item with a validity mask."""
-    length = max(int(item["text"].shape[0]) for item in items)
+def collate_latents(
+    items: Sequence[dict[str, Tensor | int]], *, text_length: int = 0
+) -> dict[str, Tensor | int]:
+    """Stack latents and fps; pad text with a validity mask to the longest item or to
+    `text_length`, whichever is longer (a fixed length gives a compiled model one shape)."""
+    length = max(text_length, *(int(item["text"].shape[0]) for item in items))
     dim = int(items[0]["text"].shape[1])
     text = torch.zeros(len(items), length, dim)  # (B, L, D)
     mask = torch.zeros(len(items), length, dtype=torch.bool)  # (B, L)
@@ -99,8 +102,9 @@ class DiTStep:
     Trainer seeds per rank and checkpoints, so a resumed run continues the same stream.
     """
 
-    def __init__(self, flow: RectifiedFlow | None = None) -> None:
+    def __init__(self, flow: RectifiedFlow | None = None, *, fixed_signature: bool = False) -> None:
         self.flow = flow or RectifiedFlow(FlowConfig())
+        self.fixed_signature = fixed_signature  # see RectifiedFlow.loss: for compiled models
 
     def __call__(self, model: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         param = next(model.parameters())
@@ -114,6 +118,7 @@ class DiTStep:
             height=int(batch["height"]),
             width=int(batch["width"]),
             frame_index=None if index is None else index.to(param.device),
+            fixed_signature=self.fixed_signature,
         )
         return loss, {k: float(v) for k, v in logs.items()}
 
@@ -130,18 +135,23 @@ def train_dit(
     forward_flops: Callable[[Any], float] | None = None,
     model_config: dict[str, Any] | None = None,
 ) -> Trainer:
-    """A `Trainer` for `model` on shuffled, DP-sharded batches of `dataset`; call `.fit()`."""
+    """A `Trainer` for `model` on shuffled, DP-sharded batches of `dataset`; call `.fit()`.
+
+    With `config.compile` every batch pads its text to the dataset's longest caption and
+    calls the model with the same arguments (`RectifiedFlow.loss`'s `fixed_signature`), so the
+    compiled model meets one shape per stage instead of recompiling for each new mix."""
+    text_length = max(len(text) for text in dataset.texts) if config.compile else 0
     data = ShuffledBatches(
         len(dataset),
         batch_size,
-        lambda indices: collate_latents([dataset[i] for i in indices]),
+        lambda indices: collate_latents([dataset[i] for i in indices], text_length=text_length),
         seed=seed,
         data_rank=info.data_rank,
         data_size=info.data_size,
     )
     return Trainer(
         model,
-        DiTStep(flow),
+        DiTStep(flow, fixed_signature=config.compile),
         data,
         config,
         info=info,

@@ -24,7 +24,7 @@ from mugv.infra.data import ShuffledBatches
 from mugv.infra.data_parallel import TorchDataParallel, make_data_parallel
 from mugv.infra.ema import EMA
 from mugv.infra.megatron_data_parallel import MegatronDataParallel
-from mugv.infra.meter import PEAK_BF16_FLOPS, ThroughputMeter, peak_flops
+from mugv.infra.meter import PEAK_BF16_FLOPS, ThroughputMeter, fast_bf16, peak_flops
 from mugv.infra.parallel import (
     DistInfo,
     ParallelConfig,
@@ -65,6 +65,7 @@ __all__ = [
     "destroy_distributed",
     "dist_info",
     "export_safetensors",
+    "fast_bf16",
     "fork_data_parallel_rng",
     "get_rng_state",
     "global_names",

@@ -38,6 +38,20 @@ def peak_flops(device: torch.device) -> float | None:
     return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
+def fast_bf16(device: torch.device | str) -> bool:
+    """Whether bf16 matrix products beat fp32 on `device`: True on CUDA GPUs and on CPUs with
+    AMX tiles (Intel Xeon from Sapphire Rapids on), where oneDNN's bf16 GEMMs run 6-15x faster
+    than fp32 at a small DiT's shapes; False on CPUs without them, where bf16 is converted on
+    the fly and runs slower than fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(has_amx()) if has_amx is not None else False
+
+
 class ThroughputMeter:
     """Accumulates samples, FLOPs and time between reports; `report()` returns rates."""
 

@@ -59,6 +59,12 @@ class TrainerConfig:
     ema_decay: float | None = None
     recompute: bool = False
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # torch.compile the model in place (`nn.Module.compile`, static shapes) before the first
+    # step: inductor fuses the elementwise work between the matrix products, which dominates
+    # a small model's step once those run in bf16 (a tiny MUGDiT's forward and backward on
+    # CPU: 1.4x in fp32, 2x with bf16 on AMX). Each new input shape compiles once (seconds to
+    # a minute): keep shapes few, e.g. pad text to a multiple of 8.
+    compile: bool = False
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0
     keep_last: int = 3
@@ -210,6 +216,8 @@ class Trainer:
                 f"TrainerConfig.recompute=True but {type(model).__name__} has no "
                 "set_activation_recompute(bool): add it to the model or set recompute=False"
             )
+        if config.compile:
+            model.compile(dynamic=False)
         self.model, self.step_fn, self.data, self.config = model, step_fn, data, config
         self.info, self.forward_flops = info, forward_flops
         self.model_config = model_config or {}
