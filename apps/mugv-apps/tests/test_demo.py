@@ -5,6 +5,7 @@ import re
 
 from mugv.apps.cli import main
 from mugv.data.video import probe
+from mugv.infra import fast_bf16
 
 
 def test_demo_smoke_runs_every_stage_and_resumes(tmp_path, capsys):
@@ -30,6 +31,8 @@ def test_demo_smoke_runs_every_stage_and_resumes(tmp_path, capsys):
     assert real[0]["all"] == 1.0  # the oracle reads the world's own clips exactly
     page = (out / "report.html").read_text()
     assert page.count("<video") == 4 and "<svg" in page
+    # the DiT's precision follows the CPU: bf16 where it has AMX tiles, else fp32
+    assert f"trained in {'bf16' if fast_bf16('cpu') else 'fp32'};" in page
     vae = json.loads((out / "stages" / "vae.json").read_text())
     assert {k: len(v) > 0 for k, v in vae["curves"].items()} == {
         "vae spatial loss": True,

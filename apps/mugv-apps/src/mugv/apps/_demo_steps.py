@@ -317,7 +317,7 @@ def _fit_dit(
         ema_decay=0.995,
         optimizer=plan.dit_optimizer,
         muon_ns_steps=plan.dit_muon_ns_steps,
-        precision=_precision(plan.dit_precision, info),
+        precision=dit_precision(plan),
         compile=plan.dit_compile,
         checkpoint_dir=str(out / "checkpoints" / f"dit-{slug}"),
         checkpoint_every=200,
@@ -338,10 +338,12 @@ def _fit_dit(
     return curve.points, step
 
 
-def _precision(choice: str, info: Any) -> str:
-    if choice != "auto":
-        return choice
-    return "bf16" if fast_bf16(info.device) else "fp32"
+def dit_precision(plan: DemoPlan) -> str:
+    """The DiT stages' `TrainerConfig.precision`. The demo trains on the CPU (gloo), where
+    "auto" means bf16 if the CPU has AMX (`mugv.infra.fast_bf16`) and fp32 otherwise."""
+    if plan.dit_precision != "auto":
+        return plan.dit_precision
+    return "bf16" if fast_bf16("cpu") else "fp32"
 
 
 def _uint8(video: torch.Tensor) -> np.ndarray:

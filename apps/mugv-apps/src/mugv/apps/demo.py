@@ -227,7 +227,9 @@ def run(args: argparse.Namespace) -> int:
         notes=[
             f"Plan '{args.plan}': {plan.train_clips} training clips of {plan.frames} frames at "
             f"{plan.height}x{plan.width}, {plan.fps:g} fps; MUGDiT hidden {plan.dit_hidden}, "
-            f"{plan.dit_heads} heads, depth {plan.dit_depth}; curriculum "
+            f"{plan.dit_heads} heads, depth {plan.dit_depth}, trained in "
+            f"{steps.dit_precision(plan)}"
+            f"{' (compiled)' if plan.dit_compile else ''}; curriculum "
             + ", ".join(f"{n} ({f} frames, {s} steps)" for n, f, s in plan.curriculum)
             + f"; {plan.sample_steps} Euler steps, CFG {plan.guidance}.",
             "Accuracy is the oracle's per-attribute agreement with the prompt. 'real' and "
