@@ -62,8 +62,9 @@ class TrainerConfig:
     # torch.compile the model in place (`nn.Module.compile`, static shapes) before the first
     # step: inductor fuses the elementwise work between the matrix products, which dominates
     # a small model's step once those run in bf16 (a tiny MUGDiT's forward and backward on
-    # CPU: 1.4x in fp32, 2x with bf16 on AMX). Each new input shape compiles once (seconds to
-    # a minute): keep shapes few, e.g. pad text to a multiple of 8.
+    # CPU: 1.4x in fp32, 2x with bf16 on AMX). Each new input shape or call signature compiles
+    # once (20-80 s on two cores): keep them few (`mugv.dit.train_dit` pads text to a fixed
+    # length and calls the model the same way on every batch).
     compile: bool = False
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0
