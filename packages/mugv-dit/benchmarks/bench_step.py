@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="add a row for MUGDiT under torch.compile in bf16 (compiling takes ~20-60 s)",
+        help="add a row for MUGDiT under torch.compile in bf16 (compiling took ~50 s on two cores)",
     )
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--per-round", type=int, default=2)

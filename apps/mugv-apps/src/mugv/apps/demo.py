@@ -70,8 +70,8 @@ class DemoPlan:
     dit_optimizer: str = "muon"
     dit_muon_ns_steps: int = 5
     # "auto": bf16 autocast where bf16 matrix products are fast (`mugv.infra.fast_bf16`: GPUs,
-    # CPUs with AMX; ~1.15x a clip step on two AMX cores), else fp32. `dit_compile` runs the
-    # DiT under torch.compile: 1.4-1.6x a step in bf16, but a fresh machine spends 40-80 s
+    # CPUs with AMX; 0.83x the fp32 clip step on two AMX cores), else fp32. `dit_compile` runs the
+    # DiT under torch.compile: 0.61x the fp32 step in bf16, but a fresh machine spends 40-80 s
     # compiling each stage, about what it saves at these step counts, so it is off here.
     dit_precision: str = "auto"
     dit_compile: bool = False
