@@ -3,8 +3,10 @@
 import json
 import re
 
+from mugv.apps._demo_steps import shape_contrasts
 from mugv.apps.cli import main
 from mugv.data.video import probe
+from mugv.data.world import ObjectSpec, SceneSpec
 from mugv.infra import fast_bf16
 
 
@@ -33,6 +35,7 @@ def test_demo_smoke_runs_every_stage_and_resumes(tmp_path, capsys):
     assert page.count("<video") == 4 and "<svg" in page
     # the DiT's precision follows the CPU: bf16 where it has AMX tiles, else fp32
     assert f"trained in {'bf16' if fast_bf16('cpu') else 'fp32'};" in page
+    assert "contrast guidance 8 against the prompt with its shape swapped" in page
     vae = json.loads((out / "stages" / "vae.json").read_text())
     assert {k: len(v) > 0 for k, v in vae["curves"].items()} == {
         "vae spatial loss": True,
@@ -45,6 +48,31 @@ def test_demo_smoke_runs_every_stage_and_resumes(tmp_path, capsys):
     assert main(["demo", "--smoke", "-o", str(out), "--threads", "2"]) == 0
     second = capsys.readouterr().out
     assert len(re.findall(r"done before, reused", second)) == 5
+
+
+def test_shape_contrasts_swap_one_shape_at_a_time():
+    spec = SceneSpec(
+        objects=(
+            ObjectSpec(shape="diamond", colour="blue", size="small", motion="left", speed=0.1),
+        ),
+        background=(30, 30, 30),
+    )
+    assert spec.caption() == "a small blue diamond moving left slowly"
+    assert shape_contrasts(spec) == [
+        "a small blue circle moving left slowly",
+        "a small blue square moving left slowly",
+        "a small blue triangle moving left slowly",
+    ]
+    two = SceneSpec(
+        objects=(
+            *spec.objects,
+            ObjectSpec(shape="circle", colour="red", size="large", motion="static", speed=0.0),
+        ),
+        background=(30, 30, 30),
+    )
+    rivals = shape_contrasts(two)
+    assert len(rivals) == 6 and len(set(rivals)) == 6 and two.caption() not in rivals
+    assert all(r.count("diamond") + r.count("circle") >= 1 for r in rivals)
 
 
 def test_demo_refuses_a_folder_of_another_size(tmp_path, capsys):

@@ -12,6 +12,7 @@ from torch import nn
 
 from mugv.data.video import read_video
 from mugv.dit.pipeline import GenerationConfig, LatentCodec, Pipeline, PipelineError, video_to_clips
+from mugv.dit.samplers import SAMPLERS
 from mugv.dit.text_encoder import HFTextEncoder
 
 C = 24
@@ -148,6 +149,98 @@ def test_i2v_holds_first_frame_exactly(pipe, sampler):
         pipe(["a"], image=image, config=cfg)
 
 
+@pytest.mark.parametrize("i2v", [False, True])
+def test_contrast_guidance_equals_a_float64_loop(pipe, i2v):
+    """Batched contrast guidance (prompts with 1 and 2 contrast prompts, CFG, i2v) against a
+    per-prompt loop in float64 that calls the model once per text."""
+    prompts = ["a red circle", "a blue square"]
+    contrasts = [["a red square"], ["a blue circle", "a blue triangle"]]
+    cfg = GenerationConfig(
+        num_frames=17, height=32, width=32, num_steps=6, contrast_scale=3.0, seed=5
+    )
+    image_latents = None
+    if i2v:
+        torch.manual_seed(0)
+        image_latents = pipe.codec.encode(torch.rand(2, 3, 1, 32, 32) * 2 - 1)
+    got = pipe.sample_latents(prompts, cfg, image_latents=image_latents, contrasts=contrasts)
+
+    model = pipe.model.double()
+    try:
+        shape = pipe.latent_shape(17, 32, 32)
+        sampler = SAMPLERS["euler"](6)
+        sampler.set_timesteps(6, ratio=pipe.flow.ratio(32, 32, shape[0]))
+        x = pipe.initial_noise(2, shape, 5).double()
+        cond = None
+        if i2v:
+            x[:, :, :1] = image_latents.double()
+            cond = torch.zeros(1, shape[0], dtype=torch.bool)
+            cond[:, 0] = True
+
+        def velocity(i, text, t, drop=False):
+            tokens, mask = pipe.text_encoder.encode([text])
+            return model(
+                x[i : i + 1],
+                torch.full((1,), float(t), dtype=torch.float64),
+                tokens.double(),
+                mask,
+                torch.full((1,), 8.0, dtype=torch.float64),
+                cond_mask=cond,
+                drop_text=torch.tensor([drop]),
+            )[0]
+
+        inside = 0
+        for t in sampler.timesteps:
+            v = []
+            for i, prompt in enumerate(prompts):
+                vc, vu = velocity(i, prompt, t), velocity(i, "", t, drop=True)
+                guided = vu + 4.0 * (vc - vu)
+                if 0.3 <= float(t) <= 1.0:
+                    rival = torch.stack([velocity(i, c, t) for c in contrasts[i]]).mean(0)
+                    guided = guided + 3.0 * (vc - rival)
+                    inside += i == 0
+                v.append(guided)
+            x = sampler.step(torch.stack(v), t, x)
+            if i2v:
+                x[:, :, :1] = image_latents.double()
+    finally:
+        model.float()
+    assert 0 < inside < len(sampler.timesteps)  # the interval leaves some steps out
+    torch.testing.assert_close(got.double(), x, atol=1e-4, rtol=1e-4)
+
+
+def test_contrast_prompts_run_only_inside_the_interval(pipe):
+    cfg = GenerationConfig(num_frames=9, height=32, width=32, num_steps=8)
+    pipe.model.calls.clear()
+    pipe.sample_latents(["a red circle"], cfg, contrasts=[["a red square", "a red diamond"]])
+    for call in pipe.model.calls:
+        t = float(call["t"][0])
+        assert call["b"] == (4 if 0.3 <= t <= 1.0 else 2)
+        assert call["drop"].tolist()[:2] == [False, True]
+    assert {c["b"] for c in pipe.model.calls} == {2, 4}
+    base = pipe.sample_latents(["a red circle"], cfg)
+    off = pipe.sample_latents(
+        ["a red circle"],
+        GenerationConfig(num_frames=9, height=32, width=32, num_steps=8, contrast_scale=0.0),
+        contrasts=[["a red square"]],
+    )
+    torch.testing.assert_close(off, base)
+
+
+@pytest.mark.parametrize(
+    ("contrasts", "match"),
+    [
+        ([["a red square"]], r"one list of contrast prompts per prompt \(2\), got 1"),
+        ("a red square", "got a string"),
+        ([["a red square"], []], r"contrasts\[1\] must be a non-empty list"),
+        ([["a red square"], [" "]], r"contrasts\[1\] must be a non-empty list"),
+    ],
+)
+def test_bad_contrasts(pipe, contrasts, match):
+    cfg = GenerationConfig(num_frames=9, height=32, width=32, num_steps=2)
+    with pytest.raises(PipelineError, match=match):
+        pipe.sample_latents(["a red circle", "a blue square"], cfg, contrasts=contrasts)
+
+
 def test_call_to_mp4(pipe, tmp_path):
     paths = pipe.generate_mp4(
         ["a red circle", "a blue square"],
@@ -174,3 +267,7 @@ def test_config_errors():
         GenerationConfig(sampler="rk4")
     with pytest.raises(PipelineError, match="guidance_rescale"):
         GenerationConfig(guidance_rescale=1.5)
+    with pytest.raises(PipelineError, match="contrast_scale must be >= 0"):
+        GenerationConfig(contrast_scale=-1.0)
+    with pytest.raises(PipelineError, match="contrast_interval must be"):
+        GenerationConfig(contrast_interval=(0.8, 0.2))

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from mugv.dit.guidance import cfg_combine
+from mugv.dit.guidance import cfg_combine, contrast_term
 from mugv.dit.rectified_flow import FlowError
 from mugv.dit.samplers import SAMPLERS, EulerSampler, FlowSampler, HeunSampler, flow_sigmas
 
@@ -101,3 +101,16 @@ def test_cfg_combine():
     torch.testing.assert_close(half, 0.5 * rescaled + 0.5 * cfg_combine(vc, vu, 4.0))
     with pytest.raises(ValueError, match="rescale"):
         cfg_combine(vc, vu, 4.0, rescale=2.0)
+
+
+def test_contrast_term_averages_each_samples_contrasts():
+    torch.manual_seed(0)
+    vc, rows = torch.randn(2, 4, 2, 3, 3), torch.randn(3, 4, 2, 3, 3)
+    owner = torch.tensor([1, 0, 1])  # sample 0 has row 1; sample 1 has rows 0 and 2
+    got = contrast_term(vc, rows, owner, 2.5)
+    want = torch.stack([vc[0] - rows[1], vc[1] - (rows[0] + rows[2]) / 2]) * 2.5
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="at least one contrast row"):
+        contrast_term(vc, rows, torch.tensor([1, 1, 1]), 1.0)
+    with pytest.raises(ValueError, match="one owner index per contrast row"):
+        contrast_term(vc, rows, torch.tensor([0, 1]), 1.0)

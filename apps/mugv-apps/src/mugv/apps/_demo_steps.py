@@ -6,6 +6,7 @@ writes its models under the output folder so a rerun can load instead of train.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from mugv.apps._training import checkpoint_step, setup_logging
 from mugv.apps.demo import DemoPlan
 from mugv.data.oracle import Oracle
 from mugv.data.video import write_video
-from mugv.data.world import SceneSpec, SyntheticWorld, WorldConfig
+from mugv.data.world import SHAPES, SceneSpec, SyntheticWorld, WorldConfig
 from mugv.dit import MUGDiT, dit_config
 from mugv.dit.pipeline import GenerationConfig, Pipeline, video_to_clips
 from mugv.dit.rectified_flow import FlowConfig, RectifiedFlow
@@ -346,6 +347,19 @@ def dit_precision(plan: DemoPlan) -> str:
     return "bf16" if fast_bf16("cpu") else "fp32"
 
 
+def shape_contrasts(spec: SceneSpec) -> list[str]:
+    """The spec's caption with one object's shape swapped for each other shape: the contrast
+    prompts of the demo's contrast guidance."""
+    out = []
+    for k, obj in enumerate(spec.objects):
+        for shape in SHAPES:
+            if shape != obj.shape:
+                objects = list(spec.objects)
+                objects[k] = dataclasses.replace(obj, shape=shape)
+                out.append(dataclasses.replace(spec, objects=tuple(objects)).caption())
+    return out
+
+
 def _uint8(video: torch.Tensor) -> np.ndarray:
     return video_to_clips(video[None], 1.0)[0].frames
 
@@ -382,6 +396,7 @@ def generate_stage(
         num_steps=plan.sample_steps,
         guidance_scale=plan.guidance,
         seed=seed,
+        contrast_scale=plan.contrast_scale,
     )
     oracle = Oracle()
     videos_dir = out / "videos"
@@ -391,14 +406,16 @@ def generate_stage(
         chunk = tests[start : start + 8]
         prompts = [t.captions[0] for t in chunk]
         real = clips_to_batch([t.clip for t in chunk])  # (B, 3, T, H, W)
+        specs = [SceneSpec.from_dict(t.clip.metadata["spec"]) for t in chunk]
+        contrasts = [shape_contrasts(s) for s in specs] if plan.contrast_scale > 0 else None
         outputs = {
-            "t2v": pipe(prompts, config=gen),
-            "i2v": pipe(prompts, image=real[:, :, 0], config=gen),
+            "t2v": pipe(prompts, config=gen, contrasts=contrasts),
+            "i2v": pipe(prompts, image=real[:, :, 0], config=gen, contrasts=contrasts),
             "vae reconstruction": vae.decode(vae.encode(real), plan.frames),
             "real": real,
         }
         for k, test in enumerate(chunk):
-            spec = SceneSpec.from_dict(test.clip.metadata["spec"])
+            spec = specs[k]
             held = bool(test.clip.metadata.get("held_out"))
             for kind, video in outputs.items():
                 frames = _uint8(video[k])

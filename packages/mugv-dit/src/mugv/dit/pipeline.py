@@ -4,6 +4,8 @@ MUG-V's inference path (SPEC "MUG-V inference"): encode the prompt and the negat
 start from Gaussian latents, integrate the rectified flow with classifier-free guidance (Euler,
 25 steps, scale 4.0 by default), hold the first latent frame at the reference image's latent
 for image-to-video, decode with the VAE and write H.264 at the fps that was asked for.
+Optional contrast prompts per prompt (`contrasts=`) add contrast guidance
+(`mugv.dit.guidance.contrast_term`) inside `GenerationConfig.contrast_interval`.
 
 The pipeline takes any `LatentCodec` (an object with `encode`/`decode`), so mugv-dit does not
 depend on mugv-vae; the apps wire the real VAE in.
@@ -24,7 +26,7 @@ from torch import Tensor, nn
 
 from mugv.data import VideoClip
 from mugv.dit.config import DiTError
-from mugv.dit.guidance import cfg_combine
+from mugv.dit.guidance import cfg_combine, contrast_term
 from mugv.dit.rectified_flow import FlowConfig, RectifiedFlow
 from mugv.dit.samplers import SAMPLERS
 from mugv.dit.text_encoder import TextEncoder
@@ -65,6 +67,10 @@ class GenerationConfig:
     guidance_rescale: float = 0.0
     negative_prompt: str | None = None
     seed: int = 0
+    # Used only with contrast prompts (`Pipeline.sample_latents(contrasts=)`): the weight of
+    # the push away from them, applied while t lies in the interval (t = 1 is pure noise).
+    contrast_scale: float = 8.0
+    contrast_interval: tuple[float, float] = (0.3, 1.0)
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -85,6 +91,16 @@ class GenerationConfig:
         if not 0 <= self.guidance_rescale <= 1:
             raise PipelineError(
                 f"GenerationConfig.guidance_rescale must be in [0, 1], got {self.guidance_rescale}"
+            )
+        if self.contrast_scale < 0:
+            raise PipelineError(
+                f"GenerationConfig.contrast_scale must be >= 0, got {self.contrast_scale}"
+            )
+        lo, hi = self.contrast_interval
+        if not 0 <= lo < hi <= 1:
+            raise PipelineError(
+                f"GenerationConfig.contrast_interval must be (lo, hi) with 0 <= lo < hi <= 1, "
+                f"got {self.contrast_interval}"
             )
 
 
@@ -177,12 +193,18 @@ class Pipeline:
         config: GenerationConfig,
         *,
         image_latents: Tensor | None = None,
+        contrasts: Sequence[Sequence[str]] | None = None,
     ) -> Tensor:
-        """Sample normalised latents (B, C, t, h, w); `image_latents` (B, C, 1, h, w) is held at frame 0."""
+        """Sample normalised latents (B, C, t, h, w); `image_latents` (B, C, 1, h, w) is held at frame 0.
+
+        `contrasts[i]` lists prompt i's contrast prompts (at least one each); the model then
+        also runs on every contrast prompt while t is in `config.contrast_interval`.
+        """
         if isinstance(prompts, str) or len(prompts) == 0:
             raise PipelineError("prompts must be a non-empty list of strings; wrap one as [prompt]")
         dtype, device = self._model_dtype_device()
         batch = len(prompts)
+        owner = self._contrast_owner(contrasts, batch)
         shape = self.latent_shape(config.num_frames, config.height, config.width)
         x = self.initial_noise(batch, shape, config.seed).to(device, dtype)
         cond_mask = None
@@ -200,15 +222,22 @@ class Pipeline:
 
         use_cfg = config.guidance_scale != 1.0
         negative = config.negative_prompt
+        copies = 2 if use_cfg else 1
         texts = list(prompts) + ([negative or ""] * batch if use_cfg else [])
+        if owner is not None:
+            texts += [c for group in contrasts for c in group]  # type: ignore[union-attr]
         text, text_mask = self.text_encoder.encode(texts)
         text, text_mask = text.to(device, dtype), text_mask.to(device)
         drop_text = torch.zeros(len(texts), dtype=torch.bool, device=device)
         if use_cfg and not negative:
-            drop_text[batch:] = True  # no negative prompt: the learned null text embedding
-        copies = 2 if use_cfg else 1
-        fps = torch.full((batch * copies,), float(config.fps), device=device, dtype=dtype)
-        cond_in = None if cond_mask is None else cond_mask.repeat(copies, 1)
+            drop_text[batch : 2 * batch] = True  # no negative prompt: the learned null text
+        # rows of the model's batch: the prompts, the CFG copies, then one per contrast prompt
+        rows = torch.arange(batch, device=device).repeat(copies)
+        if owner is not None:
+            owner = owner.to(device)
+            rows = torch.cat([rows, owner])
+        fps = torch.full((len(rows),), float(config.fps), device=device, dtype=dtype)
+        lo, hi = config.contrast_interval
 
         sampler = SAMPLERS[config.sampler](config.num_steps)
         sampler.set_timesteps(
@@ -216,24 +245,56 @@ class Pipeline:
         )
         self.model.eval()
         for t in sampler.timesteps:
-            timestep = torch.full((batch * copies,), float(t), device=device, dtype=dtype)
+            contrast = owner is not None and config.contrast_scale > 0 and lo <= float(t) <= hi
+            n = len(rows) if contrast else batch * copies
+            timestep = torch.full((n,), float(t), device=device, dtype=dtype)
             v = self.model(
-                x.repeat(copies, 1, 1, 1, 1),
+                x[rows[:n]],
                 timestep,
-                text,
-                text_mask,
-                fps,
-                cond_mask=cond_in,
-                drop_text=drop_text,
+                text[:n],
+                text_mask[:n],
+                fps[:n],
+                cond_mask=None if cond_mask is None else cond_mask[rows[:n]],
+                drop_text=drop_text[:n],
             )
+            v_cond = v[:batch]
             if use_cfg:
-                v = cfg_combine(
-                    v[:batch], v[batch:], config.guidance_scale, config.guidance_rescale
+                v_guided = cfg_combine(
+                    v_cond, v[batch : 2 * batch], config.guidance_scale, config.guidance_rescale
                 )
-            x = sampler.step(v, t, x)
+            else:
+                v_guided = v_cond
+            if contrast:
+                v_guided = v_guided + contrast_term(
+                    v_cond, v[batch * copies :], owner, config.contrast_scale
+                )
+            x = sampler.step(v_guided, t, x)
             if image_latents is not None:
                 x[:, :, :1] = image_latents
         return x
+
+    @staticmethod
+    def _contrast_owner(contrasts: Sequence[Sequence[str]] | None, batch: int) -> Tensor | None:
+        """The prompt index of every contrast prompt, flattened in order (None without any)."""
+        if contrasts is None:
+            return None
+        if isinstance(contrasts, str) or len(contrasts) != batch:
+            raise PipelineError(
+                f"contrasts must hold one list of contrast prompts per prompt ({batch}), got "
+                f"{'a string' if isinstance(contrasts, str) else len(contrasts)}"
+            )
+        owner = []
+        for i, group in enumerate(contrasts):
+            if (
+                isinstance(group, str)
+                or len(group) == 0
+                or not all(isinstance(c, str) and c.strip() for c in group)
+            ):
+                raise PipelineError(
+                    f"contrasts[{i}] must be a non-empty list of non-empty strings, got {group!r}"
+                )
+            owner += [i] * len(group)
+        return torch.tensor(owner)
 
     @torch.no_grad()
     def __call__(
@@ -242,11 +303,13 @@ class Pipeline:
         *,
         image: Tensor | None = None,
         config: GenerationConfig | None = None,
+        contrasts: Sequence[Sequence[str]] | None = None,
         **overrides: object,
     ) -> Tensor:
         """Videos (B, 3, T, H, W) in [-1, 1]; `image` (B, 3, H, W) in [-1, 1] makes it i2v.
 
-        Keyword overrides change single fields of `config` (`num_steps=10`, `seed=3`).
+        Keyword overrides change single fields of `config` (`num_steps=10`, `seed=3`);
+        `contrasts` as in `sample_latents`.
         """
         config = replace(config or GenerationConfig(), **overrides)
         image_latents = None
@@ -258,7 +321,9 @@ class Pipeline:
                     "[-1, 1] per prompt at the requested height and width)"
                 )
             image_latents = self.codec.encode(image.unsqueeze(2))  # (B, C, 1, h, w)
-        latents = self.sample_latents(prompts, config, image_latents=image_latents)
+        latents = self.sample_latents(
+            prompts, config, image_latents=image_latents, contrasts=contrasts
+        )
         video = self.codec.decode(latents)  # (B, 3, T, H, W)
         logger.info("generated %d video(s) of shape %s", len(prompts), tuple(video.shape[1:]))
         return video
@@ -270,6 +335,7 @@ class Pipeline:
         *,
         image: Tensor | None = None,
         config: GenerationConfig | None = None,
+        contrasts: Sequence[Sequence[str]] | None = None,
         crf: int = 18,
         **overrides: object,
     ) -> list[Path]:
@@ -277,7 +343,7 @@ class Pipeline:
         from mugv.data.video import write_video
 
         config = replace(config or GenerationConfig(), **overrides)
-        video = self(prompts, image=image, config=config)
+        video = self(prompts, image=image, config=config, contrasts=contrasts)
         out = Path(out_dir)
         return [
             write_video(out / f"{i:03d}.mp4", clip, crf=crf)
