@@ -35,7 +35,7 @@ def test_demo_smoke_runs_every_stage_and_resumes(tmp_path, capsys):
     assert page.count("<video") == 4 and "<svg" in page
     # the DiT's precision follows the CPU: bf16 where it has AMX tiles, else fp32
     assert f"trained in {'bf16' if fast_bf16('cpu') else 'fp32'};" in page
-    assert "contrast guidance 8 against the prompt with its shape swapped" in page
+    assert "contrast guidance 4 against the prompt with its shape swapped" in page
     vae = json.loads((out / "stages" / "vae.json").read_text())
     assert {k: len(v) > 0 for k, v in vae["curves"].items()} == {
         "vae spatial loss": True,

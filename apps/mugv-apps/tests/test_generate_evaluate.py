@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mugv.apps.cli import main
-from mugv.data.video import probe, write_video
+from mugv.data.video import probe, read_video, write_video
 from mugv.data.world import SyntheticWorld, WorldConfig
 
 
@@ -49,6 +49,32 @@ def test_generate_writes_mp4s_at_the_asked_fps(tmp_path, tiny_checkpoints, capsy
         assert info.fps == pytest.approx(12.0)
 
 
+def test_generate_with_contrasts_changes_the_video(tmp_path, tiny_checkpoints):
+    import torch
+
+    from mugv.dit import MUGDiT
+    from mugv.infra import single_process
+
+    dit, vae = tiny_checkpoints
+    with single_process(seed=0):  # a freshly initialised DiT outputs zero (adaLN-zero): perturb it
+        model = MUGDiT.from_pretrained(dit)
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=gen))
+        model.save_pretrained(tmp_path / "dit")
+    dit = tmp_path / "dit"
+    base = ["generate", "a small red circle", "--dit", str(dit), "--vae", str(vae)]
+    base += ["--steps", "3", "--height", "32", "--width", "32", "--frames", "9"]
+    assert main([*base, "-o", str(tmp_path / "plain.mp4")]) == 0
+    rivals = ["--contrast", "a small red square", "--contrast", "a small red triangle"]
+    assert main([*base, *rivals, "-o", str(tmp_path / "contrast.mp4")]) == 0
+    plain = read_video(tmp_path / "plain.mp4").frames
+    contrast = read_video(tmp_path / "contrast.mp4").frames
+    assert plain.shape == contrast.shape == (9, 32, 32, 3)
+    assert abs(plain.astype(int) - contrast.astype(int)).max() > 0
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -56,6 +82,8 @@ def test_generate_writes_mp4s_at_the_asked_fps(tmp_path, tiny_checkpoints, capsy
         (["--frames", "10"], "num_frames=10"),
         (["--prompts", "MISSING"], "no such file"),
         (["--dit", "MISSING"], "no such checkpoint folder"),
+        (["--contrast", " "], "a --contrast caption is empty"),
+        (["--contrast", "a red square", "--contrast-scale", "-1"], "contrast_scale must be >= 0"),
     ],
 )
 def test_generate_bad_requests_fail_in_one_line(tmp_path, tiny_checkpoints, capsys, extra, message):

@@ -80,9 +80,10 @@ class DemoPlan:
     # Contrast guidance (`mugv.dit.guidance.contrast_term`) against each test prompt with its
     # shape swapped for the world's other shapes, at t in [0.3, 1]; 0 turns it off. The DiT
     # tells the shapes of real test clips apart (0.95 of them by its own denoising error) far
-    # better than it draws them; on the standard demo's model this lifted held-out t2v
-    # colour+shape from ~0.3 to ~0.48 (docs/packages/dit-generation.md, "Contrast guidance").
-    contrast_scale: float = 8.0
+    # better than it draws them. On the standard model, 4 raised colour+shape by 0.04-0.07
+    # (t2v and i2v, 24 and 96 prompts) and kept motion; 8 helped held-out prompts more on 96
+    # but cost up to 0.2 of motion (docs/packages/dit-generation.md, "Contrast guidance").
+    contrast_scale: float = 4.0
 
     @property
     def frames(self) -> int:

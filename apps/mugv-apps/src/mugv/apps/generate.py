@@ -39,6 +39,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", default="euler", help="euler (default), heun, ...")
     p.add_argument("--cfg", type=float, default=4.0, help="guidance scale (default 4.0)")
     p.add_argument("--negative-prompt", default=None, help="text to steer away from")
+    p.add_argument(
+        "--contrast",
+        action="append",
+        metavar="TEXT",
+        help="a rival caption: what the video must not be instead of the prompt (e.g. the "
+        "prompt with another shape); repeat for several; applies to every prompt and turns on "
+        "contrast guidance (docs/packages/dit-generation.md)",
+    )
+    p.add_argument(
+        "--contrast-scale",
+        type=float,
+        default=4.0,
+        help="weight of the push away from the --contrast captions, at t in [0.3, 1] (default 4)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed; the same seed gives the same video")
     p.set_defaults(func=run)
 
@@ -95,7 +109,13 @@ def run(args: argparse.Namespace) -> int:
         guidance_scale=args.cfg,
         negative_prompt=args.negative_prompt,
         seed=args.seed,
+        contrast_scale=args.contrast_scale,
     )
+    contrasts = None
+    if args.contrast:
+        if any(not c.strip() for c in args.contrast):
+            raise AppError("a --contrast caption is empty; write the rival caption's text")
+        contrasts = [list(args.contrast)] * len(prompts)
     transformers.utils.logging.disable_progress_bar()  # one line per error, nothing else
     image = None
     if args.image is not None:
@@ -115,10 +135,12 @@ def run(args: argparse.Namespace) -> int:
             from mugv.data.video import write_video
             from mugv.dit.pipeline import video_to_clips
 
-            video = pipeline(prompts, image=image, config=config)
+            video = pipeline(prompts, image=image, config=config, contrasts=contrasts)
             paths = [write_video(out, video_to_clips(video, config.fps)[0])]
         else:
-            paths = pipeline.generate_mp4(prompts, out, image=image, config=config)
+            paths = pipeline.generate_mp4(
+                prompts, out, image=image, config=config, contrasts=contrasts
+            )
             rows = [{"video": p.name, "prompt": t} for p, t in zip(paths, prompts)]
             (out / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for prompt, path in zip(prompts, paths):

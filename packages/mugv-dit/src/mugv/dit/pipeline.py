@@ -69,7 +69,7 @@ class GenerationConfig:
     seed: int = 0
     # Used only with contrast prompts (`Pipeline.sample_latents(contrasts=)`): the weight of
     # the push away from them, applied while t lies in the interval (t = 1 is pure noise).
-    contrast_scale: float = 8.0
+    contrast_scale: float = 4.0
     contrast_interval: tuple[float, float] = (0.3, 1.0)
 
     def __post_init__(self) -> None:
