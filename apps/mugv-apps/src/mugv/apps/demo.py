@@ -81,8 +81,9 @@ class DemoPlan:
     # shape swapped for the world's other shapes, at t in [0.3, 1]; 0 turns it off. The DiT
     # tells the shapes of real test clips apart (0.95 of them by its own denoising error) far
     # better than it draws them. On the standard model, 4 raised colour+shape by 0.04-0.07
-    # (t2v and i2v, 24 and 96 prompts) and kept motion; 8 helped held-out prompts more on 96
-    # but cost up to 0.2 of motion (docs/packages/dit-generation.md, "Contrast guidance").
+    # (t2v and i2v, 24 and 96 prompts; held-out t2v on 96 fell 0.04) and kept t2v motion (i2v
+    # 0.95 -> 0.90 on 96); 8 helped held-out prompts more on 96 but cost up to 0.2 of motion
+    # (docs/packages/dit-generation.md, "Contrast guidance").
     contrast_scale: float = 4.0
 
     @property
