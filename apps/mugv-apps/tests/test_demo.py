@@ -36,6 +36,7 @@ def test_demo_smoke_runs_every_stage_and_resumes(tmp_path, capsys):
     # the DiT's precision follows the CPU: bf16 where it has AMX tiles, else fp32
     assert f"trained in {'bf16' if fast_bf16('cpu') else 'fp32'};" in page
     assert "contrast guidance 4 against the prompt with its shape swapped" in page
+    assert "for each other shape (t in [0.3, 1])." in page
     vae = json.loads((out / "stages" / "vae.json").read_text())
     assert {k: len(v) > 0 for k, v in vae["curves"].items()} == {
         "vae spatial loss": True,

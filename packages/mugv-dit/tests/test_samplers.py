@@ -87,6 +87,9 @@ def test_shifted_grid_moves_towards_noise():
     plain, shifted = flow_sigmas(10), flow_sigmas(10, ratio=3.0)
     assert shifted[0] == 1 and shifted[-1] == 0
     assert torch.all(shifted[1:-1] > plain[1:-1])
+    for ratio in (0.1, 0.10825317547305482, 0.3, 0.7, 1.0, 2.5, 7.0):  # the ends are exact
+        grid = flow_sigmas(25, ratio=ratio)
+        assert grid[0].item() == 1.0 and grid[-1].item() == 0.0
 
 
 def test_cfg_combine():

@@ -242,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
             + f"; {plan.sample_steps} Euler steps, CFG {plan.guidance}"
             + (
                 f", contrast guidance {plan.contrast_scale:g} against the prompt with its "
-                "shape swapped for each other shape (t in [0.3, 1])."
+                "shape swapped for each other shape (t in "
+                f"[{', '.join(f'{t:g}' for t in steps.GenerationConfig().contrast_interval)}])."
                 if plan.contrast_scale > 0
                 else "."
             ),

@@ -245,8 +245,7 @@ class Pipeline:
         )
         self.model.eval()
         for t in sampler.timesteps:
-            # the tolerance keeps the grid's ends in: the shifted grid starts at 1 + 2e-16
-            inside = lo - 1e-6 <= float(t) <= hi + 1e-6
+            inside = lo <= float(t) <= hi
             contrast = owner is not None and config.contrast_scale > 0 and inside
             n = len(rows) if contrast else batch * copies
             timestep = torch.full((n,), float(t), device=device, dtype=dtype)

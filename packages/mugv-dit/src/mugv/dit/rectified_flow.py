@@ -55,8 +55,12 @@ def shift_ratio(height: int, width: int, latent_frames: int, base_pixels: int = 
 
 
 def time_shift(t: Tensor, ratio: float) -> Tensor:
-    """Warp t in [0, 1] towards noise (ratio > 1) or data (ratio < 1); 0 and 1 are fixed points."""
-    return ratio * t / (1 + (ratio - 1) * t)
+    """Warp t in [0, 1] towards noise (ratio > 1) or data (ratio < 1); 0 and 1 are fixed points.
+
+    Written as r t / (r t + 1 - t) so that t = 1 maps to exactly 1 (x / x); the form
+    r t / (1 + (r - 1) t) gives 1 + 2e-16 for some ratios (0.108, the demo's), which puts the
+    sampler's first step outside a [lo, 1] interval."""
+    return ratio * t / (ratio * t + (1 - t))
 
 
 def masked_mse(pred: Tensor, target: Tensor, loss_mask: Tensor) -> Tensor:
