@@ -165,7 +165,8 @@ class RefMUGDiT(nn.Module):
         for i in range(b):
             yi, mi = y[i], mask[i]
             if drop_text is not None and drop_text[i]:
-                yi, mi = self.y_embedder.y_embedding[: y.shape[1]], torch.ones_like(mi)
+                yi = self.y_embedder.y_embedding  # all of the null caption, whatever L
+                mi = torch.ones(yi.shape[0], dtype=torch.bool)
             yi = F.layer_norm(yi, yi.shape[-1:], eps=1e-6)
             yi = F.layer_norm(self.y_embedder.y_proj(yi), (self.d,), eps=1e-6)[mi]
             seq = torch.cat([self.start_token[None], tokens[i], self.end_token[None]])

@@ -157,15 +157,16 @@ def test_cfg_scale_one_equals_conditional_forward(dist, encoder):
     assert not torch.allclose(guided, out)
 
 
-def test_contrast_guidance_with_mugdit_batches_like_singles(dist, encoder):
+@pytest.mark.parametrize("negative", ["blurry", None])
+def test_contrast_guidance_with_mugdit_batches_like_singles(dist, encoder, negative):
     """The real MUGDiT with packed text of different lengths: a batch of two prompts with one
     and three contrast prompts (i2v) equals each prompt sampled alone, and the push changes
-    the result. (With a negative prompt: the learned null caption takes the batch's padded
-    text length, so without one the unconditional branch depends on the batch's texts.)"""
+    the result; with a negative prompt or the learned null caption (which keeps its own
+    length whatever the batch's texts)."""
     model = make_model()
     pipe = Pipeline(model, PoolCodec(), encoder)
     cfg = GenerationConfig(
-        num_frames=17, height=32, width=32, num_steps=4, seed=3, negative_prompt="blurry"
+        num_frames=17, height=32, width=32, num_steps=4, seed=3, negative_prompt=negative
     )
     ref = pipe.codec.encode(torch.rand(2, 3, 1, 32, 32) * 2 - 1)
     prompts = ["a red circle moves left", "a large blue square moves up quickly"]

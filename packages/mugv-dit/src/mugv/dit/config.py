@@ -18,8 +18,10 @@ class DiTError(ValueError):
 class DiTConfig:
     """Shape of a MUGDiT.
 
-    `text_len` is the length of the learned null caption (CFG dropout); `max_frames` bounds the
-    RoPE time position (frame indices are clamped to `max_frames - 1`, about 1 minute of video
+    `text_len` is the length of the learned null caption (CFG dropout): a dropped sample sees
+    exactly its text_len rows, whatever the length of the texts it is batched with (300, as
+    Open-Sora's T5 captions; 32 in `tiny`, for MiniLM captions of 8-40 tokens). `max_frames`
+    bounds the RoPE time position (frame indices are clamped to `max_frames - 1`, about 1 minute of video
     at 8 frames per latent); `timestep_scale` maps the rectified-flow t in [0, 1] to the
     sinusoidal embedding's input (t * 1000, as in the DiT lineage).
     """
@@ -104,7 +106,7 @@ class DiTConfig:
 
 NAMED_CONFIGS: dict[str, dict[str, Any]] = {
     "debug": {"hidden_size": 24, "num_heads": 2, "depth": 1, "text_dim": 32, "text_len": 16},
-    "tiny": {"hidden_size": 48, "num_heads": 2, "depth": 2, "text_dim": 384},
+    "tiny": {"hidden_size": 48, "num_heads": 2, "depth": 2, "text_dim": 384, "text_len": 32},
     "1B": {"hidden_size": 1152, "num_heads": 16},
     "4B": {"hidden_size": 2304, "num_heads": 32},
     "10B": {"hidden_size": 3456, "num_heads": 48},

@@ -63,10 +63,13 @@ class CaptionMLP(nn.Module):
 
 
 class CaptionEmbedder(nn.Module):
-    """Text features (B, L, text_dim) -> (B, L, d): LayerNorm -> MLP -> LayerNorm (no affine).
+    """Text features (B, L, text_dim) -> (B, L', d): LayerNorm -> MLP -> LayerNorm (no affine).
 
     `y_embedding` (text_len, text_dim) is the learned null caption used for classifier-free
-    guidance: a dropped sample sees its first L rows, all valid.
+    guidance. A dropped sample sees all of its rows and nothing else, whatever the batch's
+    padded length L: with `drop_text` given, a shorter batch is padded (masked) to L' =
+    text_len, and in a longer one the rows after the null caption are masked. So the
+    unconditional branch does not depend on the other texts in its batch.
     """
 
     def __init__(self, text_dim: int, hidden_size: int, text_len: int, eps: float = 1e-6):
@@ -79,10 +82,16 @@ class CaptionEmbedder(nn.Module):
         self, text: Tensor, text_mask: Tensor, drop_text: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         if drop_text is not None:
-            null = self.y_embedding[: text.shape[1]].to(text.dtype)  # (L, text_dim)
-            drop = drop_text.view(-1, 1, 1)
-            text = torch.where(drop, null, text)
-            text_mask = text_mask | drop_text.view(-1, 1)
+            null_len = self.y_embedding.shape[0]
+            if text.shape[1] < null_len:
+                text = F.pad(text, (0, 0, 0, null_len - text.shape[1]))
+                text_mask = F.pad(text_mask, (0, null_len - text_mask.shape[1]))
+            length = text.shape[1]
+            null = F.pad(self.y_embedding.to(text.dtype), (0, 0, 0, length - null_len))
+            null_mask = torch.arange(length, device=text.device) < null_len
+            drop = drop_text.view(-1, 1)
+            text = torch.where(drop[..., None], null, text)
+            text_mask = torch.where(drop, null_mask, text_mask)
         y = F.layer_norm(text, text.shape[-1:], eps=self.eps)
         y = self.y_proj(y)
         return F.layer_norm(y, y.shape[-1:], eps=self.eps), text_mask

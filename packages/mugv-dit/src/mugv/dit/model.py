@@ -309,11 +309,6 @@ class MUGDiT(PretrainedMixin, VisionModule):
                 f"num_frames must count 1..{t} real frames per sample, in whole temporal "
                 f"patches of {cfg.patch_size[0]}; got {num_frames.tolist()}"
             )
-        if drop_text is not None and text.shape[1] > cfg.text_len:
-            raise DiTError(
-                f"text has L={text.shape[1]} tokens but the null caption has text_len="
-                f"{cfg.text_len}: truncate the text or raise DiTConfig.text_len"
-            )
 
     def forward(
         self,
@@ -361,7 +356,7 @@ class MUGDiT(PretrainedMixin, VisionModule):
             cond = cond_mask[:, ::pt].bool().repeat_interleave(ht * wt, dim=1)  # (B, N)
             cond = F.pad(cond, (1, padded - length + 1))  # (B, S_pad)
             cond = (cond if order is None else cond.gather(1, order)).T  # (S_pad, B)
-        y, y_mask = self.y_embedder(text.to(dtype), text_mask.bool(), drop_text)  # (B, L, d)
+        y, y_mask = self.y_embedder(text.to(dtype), text_mask.bool(), drop_text)  # (B, L', d)
         # compiled, the mask always goes in: reading it back would split the graph
         full = not torch.compiler.is_compiling() and bool(y_mask.all())
         text_attn_mask = None if full else ~y_mask[:, None, None, :]
