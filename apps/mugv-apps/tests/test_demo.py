@@ -3,7 +3,9 @@
 import json
 import re
 
-from mugv.apps._demo_steps import shape_contrasts
+import pytest
+
+from mugv.apps._demo_steps import goal_note, shape_contrasts, wilson_interval
 from mugv.apps.cli import main
 from mugv.data.video import probe
 from mugv.data.world import ObjectSpec, SceneSpec
@@ -31,10 +33,14 @@ def test_demo_smoke_runs_every_stage_and_resumes(tmp_path, capsys):
         assert (info.num_frames, info.height, info.width) == (17, 32, 32)
     real = [a for a in gen["accuracy"] if a["videos"] == "real" and a["prompts"] == "all"]
     assert real[0]["all"] == 1.0  # the oracle reads the world's own clips exactly
+    assert real[0]["colour_shape 95%"] == pytest.approx(list(wilson_interval(1.0, 2)))
     page = (out / "report.html").read_text()
     assert page.count("<video") == 4 and "<svg" in page
     # the DiT's precision follows the CPU: bf16 where it has AMX tiles, else fp32
     assert f"trained in {'bf16' if fast_bf16('cpu') else 'fp32'};" in page
+    assert "<th>colour_shape 95%</th>" in page and "<th>motion 95%</th>" in page
+    assert '<td class="n">0.34-1.00</td>' in page  # 'real': 2 of 2 right
+    assert "Goals on held-out prompts (colour+shape &gt;= 0.80, motion &gt;= 0.70)" in page
     assert "contrast guidance 4 against the prompt with its shape swapped" in page
     assert "for each other shape (t in [0.3, 1])." in page
     vae = json.loads((out / "stages" / "vae.json").read_text())
@@ -49,6 +55,45 @@ def test_demo_smoke_runs_every_stage_and_resumes(tmp_path, capsys):
     assert main(["demo", "--smoke", "-o", str(out), "--threads", "2"]) == 0
     second = capsys.readouterr().out
     assert len(re.findall(r"done before, reused", second)) == 5
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    # Newcombe (1998), "Two-sided confidence intervals for the single proportion", method 3
+    # (Wilson score, no continuity correction), its worked examples
+    assert wilson_interval(81 / 263, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert wilson_interval(15 / 148, 148) == pytest.approx((0.0624, 0.1605), abs=1e-4)
+    assert wilson_interval(0.0, 20) == pytest.approx((0.0, 0.1611), abs=1e-4)
+    assert wilson_interval(1 / 29, 29) == pytest.approx((0.0061, 0.1718), abs=1e-4)
+    assert wilson_interval(1.0, 2) == pytest.approx((0.3424, 1.0), abs=1e-4)
+    with pytest.raises(ValueError, match="n >= 1"):
+        wilson_interval(0.5, 0)
+
+
+def test_goal_note_reads_the_held_out_rows():
+    def row(videos, prompts, n, cs, motion):
+        return {
+            "videos": videos,
+            "prompts": prompts,
+            "n": n,
+            "colour_shape": cs,
+            "motion": motion,
+            "colour_shape 95%": wilson_interval(cs, n),
+            "motion 95%": wilson_interval(motion, n),
+        }
+
+    table = [
+        row("t2v", "all", 48, 0.9, 0.9),  # not the held-out row: ignored
+        row("t2v", "held-out", 20, 0.25, 0.75),
+        row("i2v", "held-out", 20, 0.85, 0.5),
+    ]
+    assert goal_note(table) == (
+        "Goals on held-out prompts (colour+shape >= 0.80, motion >= 0.70): "
+        "t2v on 20 held-out prompts, colour+shape 0.25 (95% interval 0.11-0.47; not met), "
+        "motion 0.75 (95% interval 0.53-0.89; met); "
+        "i2v on 20 held-out prompts, colour+shape 0.85 (95% interval 0.64-0.95; met), "
+        "motion 0.50 (95% interval 0.30-0.70; not met)."
+    )
+    assert goal_note(table[:1]).endswith("this run drew no held-out test prompt.")
 
 
 def test_shape_contrasts_swap_one_shape_at_a_time():

@@ -30,6 +30,8 @@ class GeneratedVideo:
 def _cell(value: object) -> str:
     if isinstance(value, float):
         return f'<td class="n">{value:.3f}</td>'
+    if isinstance(value, (tuple, list)) and len(value) == 2:  # an interval (lo, hi)
+        return f'<td class="n">{value[0]:.2f}-{value[1]:.2f}</td>'
     return f"<td>{html.escape(str(value))}</td>"
 
 
