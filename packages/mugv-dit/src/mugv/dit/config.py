@@ -21,9 +21,9 @@ class DiTConfig:
     `text_len` is the length of the learned null caption (CFG dropout): a dropped sample sees
     exactly its text_len rows, whatever the length of the texts it is batched with (300, as
     Open-Sora's T5 captions; 32 in `tiny`, for MiniLM captions of 8-40 tokens). `max_frames`
-    bounds the RoPE time position (frame indices are clamped to `max_frames - 1`, about 1 minute of video
-    at 8 frames per latent); `timestep_scale` maps the rectified-flow t in [0, 1] to the
-    sinusoidal embedding's input (t * 1000, as in the DiT lineage).
+    bounds the RoPE time position (frame indices are clamped to `max_frames - 1`, about 1
+    minute of video at 8 frames per latent); `timestep_scale` maps the rectified-flow t in
+    [0, 1] to the sinusoidal embedding's input (t * 1000, as in the DiT lineage).
     """
 
     hidden_size: int
