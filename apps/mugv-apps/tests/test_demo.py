@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from mugv.apps._demo_steps import goal_note, shape_contrasts, wilson_interval
+from mugv.apps._demo_steps import goal_note, shape_contrasts
+from mugv.apps._stats import score_interval, wilson_interval
 from mugv.apps.cli import main
 from mugv.data.video import probe
 from mugv.data.world import ObjectSpec, SceneSpec
@@ -67,6 +68,17 @@ def test_wilson_interval_matches_the_textbook_values():
     assert wilson_interval(1.0, 2) == pytest.approx((0.3424, 1.0), abs=1e-4)
     with pytest.raises(ValueError, match="n >= 1"):
         wilson_interval(0.5, 0)
+
+
+def test_score_interval_is_wilson_for_hits_and_normal_for_fractions():
+    hits = [1.0] * 81 + [0.0] * 182
+    assert score_interval(hits) == pytest.approx(wilson_interval(81 / 263, 263))
+    # mean 0.5, sample sd 0.4082 over 4 videos: 0.5 +- 1.96 * 0.4082 / 2
+    assert score_interval([0.5, 0.5, 0.0, 1.0]) == pytest.approx((0.1, 0.9), abs=1e-4)
+    assert score_interval([0.5, 1.0, 1.0, 1.0])[1] == 1.0  # clipped to [0, 1]
+    assert score_interval([0.5]) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        score_interval([])
 
 
 def test_goal_note_reads_the_held_out_rows():

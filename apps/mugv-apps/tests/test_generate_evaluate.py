@@ -75,6 +75,31 @@ def test_generate_with_contrasts_changes_the_video(tmp_path, tiny_checkpoints):
     assert abs(plain.astype(int) - contrast.astype(int)).max() > 0
 
 
+def test_generate_takes_patch_and_length_from_the_checkpoints(tmp_path, tiny_checkpoints, capsys):
+    """A DiT with patch (1, 4, 4) on the stride-8 VAE needs sizes in multiples of 32, and its
+    RoPE table of 2 latent frames bounds the length: both refused in one line, not in the model."""
+    from mugv.dit import MUGDiT, dit_config
+    from mugv.infra import single_process
+
+    _, vae = tiny_checkpoints
+    with single_process(seed=0):
+        config = dit_config("tiny", in_channels=4, depth=1, patch_size=(1, 4, 4), max_frames=2)
+        MUGDiT(config).save_pretrained(tmp_path / "dit")
+    base = ["generate", "a red circle", "--dit", str(tmp_path / "dit"), "--vae", str(vae)]
+    base += ["--steps", "1", "--width", "32"]
+    for extra, message in (
+        (["--height", "48", "--frames", "9"], "height=48 is not a multiple of 32"),
+        (["--height", "32", "--frames", "17"], "longer than the 3D RoPE table (2)"),
+    ):
+        assert main([*base, *extra, "-o", str(tmp_path / "bad.mp4")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+    out = tmp_path / "ok.mp4"
+    assert main([*base, "--height", "32", "--frames", "9", "-o", str(out)]) == 0
+    info = probe(out)
+    assert (info.num_frames, info.height, info.width) == (9, 32, 32)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -110,3 +135,7 @@ def test_evaluate_scores_real_world_clips_perfectly(tmp_path, capsys):
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert len(scores) == 4
     assert all(s["all"] == 1.0 for s in scores), scores
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].split()[-6:] == ["1.000"] * 6
+    # four hits out of four: Wilson's interval, 0.51-1.00
+    assert lines[-1].split() == ["95%", "interval"] + ["0.51-1.00"] * 6

@@ -7,7 +7,6 @@ writes its models under the output folder so a rerun can load instead of train.
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,15 @@ from tqdm import tqdm
 
 from mugv.apps._latent_data import LatentClips, stage_dataset, world_latents
 from mugv.apps._report import GeneratedVideo
+from mugv.apps._stats import wilson_interval
 from mugv.apps._training import checkpoint_step, setup_logging
 from mugv.apps.demo import DemoPlan
+from mugv.apps.generate import checkpoint_pipeline
 from mugv.data.oracle import Oracle
 from mugv.data.video import write_video
 from mugv.data.world import SHAPES, SceneSpec, SyntheticWorld, WorldConfig
 from mugv.dit import MUGDiT, dit_config
-from mugv.dit.pipeline import GenerationConfig, Pipeline, video_to_clips
+from mugv.dit.pipeline import GenerationConfig, video_to_clips
 from mugv.dit.rectified_flow import FlowConfig, RectifiedFlow
 from mugv.dit.text_encoder import HFTextEncoder
 from mugv.dit.train import LatentTextDataset, train_dit
@@ -382,15 +383,7 @@ def generate_stage(
     out: Path,
     seed: int,
 ) -> dict:
-    pipe = Pipeline(
-        model,
-        vae,
-        encoder,
-        latent_channels=vae.latent_channels,
-        patch_size=model.dit.patch_size,
-        max_latent_frames=model.dit.max_frames,
-        flow=_flow(plan),
-    )
+    pipe = checkpoint_pipeline(model, vae, encoder, _flow(plan))
     gen = GenerationConfig(
         num_frames=plan.frames,
         height=plan.height,
@@ -449,17 +442,6 @@ def _accuracy(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 entry[f"{k} 95%"] = wilson_interval(entry[k], len(picked))
             table.append(entry)
     return table
-
-
-def wilson_interval(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval (95% at z = 1.96) of a rate measured on n videos, each one trial
-    (exact for the demo's one-object scenes, whose per-video scores are 0 or 1): on ~24
-    held-out prompts a measured 0.5 spans about 0.31-0.69."""
-    if n < 1:
-        raise ValueError(f"wilson_interval needs n >= 1 videos, got {n}")
-    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def goal_note(table: list[dict[str, Any]]) -> str:

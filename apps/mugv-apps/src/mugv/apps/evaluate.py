@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from mugv.apps._config import AppError
+from mugv.apps._stats import score_interval
 
 KEYS = ("colour", "shape", "size", "motion", "colour_shape", "all")
 
@@ -17,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="score generated videos against their prompts (oracle, optional TW-BERT)",
         description='Reads FOLDER/prompts.jsonl (lines {"video": NAME, "prompt": TEXT}, as '
         "`mugv generate` writes them) and scores each video with the synthetic-world oracle: "
-        "per-attribute accuracy of colour, shape, size and motion against the parsed prompt.",
+        "per-attribute accuracy of colour, shape, size and motion against the parsed prompt, "
+        "their means, and each mean's 95% interval (Wilson's for 0/1 scores).",
     )
     p.add_argument("folder", help="folder of videos with prompts.jsonl")
     p.add_argument("--prompts", metavar="JSONL", help="prompt file (default FOLDER/prompts.jsonl)")
@@ -76,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     if scored:
         means = {k: sum(r[k] for r in scored) / len(scored) for k in KEYS}
         print(f"{'mean of ' + str(len(scored)):<24} " + " ".join(f"{means[k]:12.3f}" for k in KEYS))
+        spans = [score_interval([r[k] for r in scored]) for k in KEYS]
+        print(
+            f"{'95% interval':<24} " + " ".join(f"{f'{lo:.2f}-{hi:.2f}':>12}" for lo, hi in spans)
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0 if scored else 1

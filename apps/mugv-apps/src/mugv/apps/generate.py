@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mugv.apps._config import AppError
+
+if TYPE_CHECKING:
+    from mugv.dit import MUGDiT
+    from mugv.dit.pipeline import Pipeline
+    from mugv.dit.rectified_flow import RectifiedFlow
+    from mugv.dit.text_encoder import TextEncoder
+    from mugv.vae import VideoVAE
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -78,6 +86,26 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
+def checkpoint_pipeline(
+    model: MUGDiT, vae: VideoVAE, encoder: TextEncoder, flow: RectifiedFlow | None = None
+) -> Pipeline:
+    """A `Pipeline` that takes its strides, patch and RoPE length from the checkpoints, so a
+    size or length the pair cannot do is refused before sampling, whatever their shapes."""
+    from mugv.dit.pipeline import Pipeline
+
+    return Pipeline(
+        model,
+        vae,
+        encoder,
+        latent_channels=vae.latent_channels,
+        spatial_stride=vae.config.spatial_downsample,
+        temporal_stride=vae.config.group_frames,
+        patch_size=model.dit.patch_size,
+        max_latent_frames=model.dit.max_frames,
+        flow=flow,
+    )
+
+
 def _check_folder(flag: str, path: str) -> Path:
     folder = Path(path)
     if not folder.is_dir():
@@ -94,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mugv.data.video import read_image
     from mugv.dit import MUGDiT
-    from mugv.dit.pipeline import GenerationConfig, Pipeline
+    from mugv.dit.pipeline import GenerationConfig
     from mugv.dit.text_encoder import HFTextEncoder, default_text_encoder_path
     from mugv.infra import single_process
     from mugv.vae import VideoVAE
@@ -128,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         model = MUGDiT.from_pretrained(dit_dir).eval()
         vae = VideoVAE.from_pretrained(vae_dir).eval()
         encoder = HFTextEncoder(args.text_encoder or default_text_encoder_path())
-        pipeline = Pipeline(model, vae, encoder, latent_channels=vae.latent_channels)
+        pipeline = checkpoint_pipeline(model, vae, encoder)
         pipeline.latent_shape(config.num_frames, config.height, config.width)  # fail fast
         out = Path(args.out)
         if len(prompts) == 1 and out.suffix == ".mp4":
