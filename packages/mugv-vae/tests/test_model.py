@@ -133,3 +133,15 @@ def test_cpu_presets_keep_the_8x8x8_24_channel_shape(name):
     latents = vae.encode(video)
     assert latents.shape == (1, 24, 3, 8, 8)
     assert vae.decode(latents, num_frames=17).shape == video.shape
+
+
+def test_narrow4x_is_4x4x8_with_6_channels():
+    with torch.device("meta"):
+        counted = VideoVAE(CONFIGS["narrow4x"])
+    assert (_count(counted), _count(counted, "spatial_")) == (2_937_307, 124_499)
+    vae = VideoVAE(CONFIGS["narrow4x"]).eval()
+    assert (vae.config.spatial_downsample, vae.config.group_frames) == (4, 8)
+    video = torch.rand(1, 3, 17, 64, 64) * 2 - 1
+    latents = vae.encode(video)
+    assert latents.shape == (1, 6, 3, 16, 16)
+    assert vae.decode(latents, num_frames=17).shape == video.shape

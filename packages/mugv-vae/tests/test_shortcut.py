@@ -85,7 +85,9 @@ def test_fit_linear_shortcut_needs_the_shortcut():
 
 def test_reference_has_no_shortcut_and_cpu_presets_do():
     assert not CONFIGS["reference"].temporal.linear_shortcut
-    assert all(CONFIGS[name].temporal.linear_shortcut for name in ("small", "narrow", "tiny"))
+    assert all(
+        CONFIGS[name].temporal.linear_shortcut for name in ("small", "narrow", "narrow4x", "tiny")
+    )
 
 
 @pytest.mark.parametrize("shortcut", [False, True])

@@ -308,6 +308,7 @@ def _fit_dit(
             plan.dit_config,
             text_dim=text_dim,
             in_channels=latent_channels,
+            patch_size=tuple(plan.dit_patch),
             hidden_size=plan.dit_hidden,
             num_heads=plan.dit_heads,
             depth=plan.dit_depth,
