@@ -1,13 +1,15 @@
 """`mugv demo --smoke`: every stage runs and writes files that parse; a rerun reuses them."""
 
+import dataclasses
 import json
 import re
 
 import pytest
 
-from mugv.apps._demo_steps import goal_note, shape_contrasts
+from mugv.apps._demo_steps import demo_contrasts, goal_note, motion_contrasts, shape_contrasts
 from mugv.apps._stats import score_interval, wilson_interval
 from mugv.apps.cli import main
+from mugv.apps.demo import PLANS
 from mugv.data.video import probe
 from mugv.data.world import ObjectSpec, SceneSpec
 from mugv.infra import fast_bf16
@@ -42,8 +44,8 @@ def test_demo_smoke_runs_every_stage_and_resumes(tmp_path, capsys):
     assert "<th>colour_shape 95%</th>" in page and "<th>motion 95%</th>" in page
     assert '<td class="n">0.34-1.00</td>' in page  # 'real': 2 of 2 right
     assert "Goals on held-out prompts (colour+shape &gt;= 0.80, motion &gt;= 0.70)" in page
-    assert "contrast guidance 4 against the prompt with its shape swapped" in page
-    assert "for each other shape (t in [0.3, 1])." in page
+    assert "contrast guidance 6 against the prompt with its shape swapped for each other" in page
+    assert "and (weighted 0.33) its motion for each other motion (t in [0.3, 1])." in page
     vae = json.loads((out / "stages" / "vae.json").read_text())
     assert {k: len(v) > 0 for k, v in vae["curves"].items()} == {
         "vae spatial loss": True,
@@ -131,6 +133,31 @@ def test_shape_contrasts_swap_one_shape_at_a_time():
     rivals = shape_contrasts(two)
     assert len(rivals) == 6 and len(set(rivals)) == 6 and two.caption() not in rivals
     assert all(r.count("diamond") + r.count("circle") >= 1 for r in rivals)
+
+
+def test_motion_contrasts_swap_the_motion_and_weigh_below_shapes():
+    spec = SceneSpec(
+        objects=(
+            ObjectSpec(shape="diamond", colour="blue", size="small", motion="left", speed=0.2),
+        ),
+        background=(30, 30, 30),
+    )
+    assert motion_contrasts(spec) == [
+        "a small blue diamond moving right quickly",
+        "a small blue diamond moving up quickly",
+        "a small blue diamond moving down quickly",
+        "a small blue diamond staying still",
+    ]
+    still = SceneSpec(
+        objects=(ObjectSpec(shape="circle", colour="red", size="large"),),
+        background=(30, 30, 30),
+    )
+    assert motion_contrasts(still)[0] == "a large red circle moving left slowly"
+    texts, weights = demo_contrasts(spec, PLANS["standard"])
+    assert texts == shape_contrasts(spec) + motion_contrasts(spec)
+    assert weights == [1.0] * 3 + [PLANS["standard"].contrast_motion_weight] * 4
+    no_motion = dataclasses.replace(PLANS["standard"], contrast_motion_weight=0.0)
+    assert demo_contrasts(spec, no_motion) == (shape_contrasts(spec), [1.0] * 3)
 
 
 def test_demo_refuses_a_folder_of_another_size(tmp_path, capsys):

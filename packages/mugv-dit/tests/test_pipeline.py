@@ -241,6 +241,31 @@ def test_bad_contrasts(pipe, contrasts, match):
         pipe.sample_latents(["a red circle", "a blue square"], cfg, contrasts=contrasts)
 
 
+def test_contrast_weights_equal_repeated_contrast_prompts(pipe):
+    cfg = GenerationConfig(num_frames=9, height=32, width=32, num_steps=4, contrast_scale=2.0)
+    weighted = pipe.sample_latents(
+        ["a red circle"],
+        cfg,
+        contrasts=[["a red square", "a red circle moving left"]],
+        contrast_weights=[[2.0, 1.0]],
+    )
+    repeated = pipe.sample_latents(
+        ["a red circle"],
+        cfg,
+        contrasts=[["a red square", "a red square", "a red circle moving left"]],
+    )
+    torch.testing.assert_close(weighted, repeated)
+    for contrasts, weights, match in (
+        (None, [[1.0]], "contrast_weights needs contrasts"),
+        ([["a red square"]], [[1.0, 2.0]], r"contrast_weights\[0\] must hold one positive"),
+        ([["a red square"]], [[0.0]], r"contrast_weights\[0\] must hold one positive"),
+    ):
+        with pytest.raises(PipelineError, match=match):
+            pipe.sample_latents(
+                ["a red circle"], cfg, contrasts=contrasts, contrast_weights=weights
+            )
+
+
 def test_call_to_mp4(pipe, tmp_path):
     paths = pipe.generate_mp4(
         ["a red circle", "a blue square"],

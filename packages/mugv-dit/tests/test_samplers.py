@@ -117,3 +117,18 @@ def test_contrast_term_averages_each_samples_contrasts():
         contrast_term(vc, rows, torch.tensor([1, 1, 1]), 1.0)
     with pytest.raises(ValueError, match="one owner index per contrast row"):
         contrast_term(vc, rows, torch.tensor([0, 1]), 1.0)
+
+
+def test_weighted_contrast_rows_count_as_repeated_rows():
+    torch.manual_seed(0)
+    vc, rows = torch.randn(2, 4, 2, 3, 3), torch.randn(3, 4, 2, 3, 3)
+    owner = torch.tensor([1, 0, 1])
+    got = contrast_term(vc, rows, owner, 1.5, torch.tensor([1.0, 0.5, 3.0]))
+    # weight 3 = the row three times; weight 0.5 on sample 0's only row changes nothing
+    repeated = torch.cat([rows, rows[2:], rows[2:]])
+    want = contrast_term(vc, repeated, torch.tensor([1, 0, 1, 1, 1]), 1.5)
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="must be positive, one per contrast row"):
+        contrast_term(vc, rows, owner, 1.0, torch.tensor([1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="must be positive, one per contrast row"):
+        contrast_term(vc, rows, owner, 1.0, torch.tensor([1.0, 1.0]))

@@ -22,7 +22,7 @@ from mugv.apps.demo import DemoPlan
 from mugv.apps.generate import checkpoint_pipeline
 from mugv.data.oracle import Oracle
 from mugv.data.video import write_video
-from mugv.data.world import SHAPES, SceneSpec, SyntheticWorld, WorldConfig
+from mugv.data.world import MOTIONS, SHAPES, SPEEDS, SceneSpec, SyntheticWorld, WorldConfig
 from mugv.dit import MUGDiT, dit_config
 from mugv.dit.pipeline import GenerationConfig, video_to_clips
 from mugv.dit.rectified_flow import FlowConfig, RectifiedFlow
@@ -365,6 +365,32 @@ def shape_contrasts(spec: SceneSpec) -> list[str]:
     return out
 
 
+def motion_contrasts(spec: SceneSpec) -> list[str]:
+    """The spec's caption with one object's motion swapped for each other motion (a still
+    object set moving at the slow speed, a moving one keeping its speed)."""
+    out = []
+    for k, obj in enumerate(spec.objects):
+        for motion in MOTIONS:
+            if motion != obj.motion:
+                speed = 0.0 if motion == "static" else (obj.speed or SPEEDS["slow"])
+                objects = list(spec.objects)
+                objects[k] = dataclasses.replace(obj, motion=motion, speed=speed)
+                out.append(dataclasses.replace(spec, objects=tuple(objects)).caption())
+    return out
+
+
+def demo_contrasts(spec: SceneSpec, plan: DemoPlan) -> tuple[list[str], list[float]]:
+    """The demo's contrast prompts and their weights: shape swaps at 1, motion swaps at
+    `plan.contrast_motion_weight` (none at 0)."""
+    texts = shape_contrasts(spec)
+    weights = [1.0] * len(texts)
+    if plan.contrast_motion_weight > 0:
+        motions = motion_contrasts(spec)
+        texts += motions
+        weights += [plan.contrast_motion_weight] * len(motions)
+    return texts, weights
+
+
 def _uint8(video: torch.Tensor) -> np.ndarray:
     return video_to_clips(video[None], 1.0)[0].frames
 
@@ -404,10 +430,13 @@ def generate_stage(
         prompts = [t.captions[0] for t in chunk]
         real = clips_to_batch([t.clip for t in chunk])  # (B, 3, T, H, W)
         specs = [SceneSpec.from_dict(t.clip.metadata["spec"]) for t in chunk]
-        contrasts = [shape_contrasts(s) for s in specs] if plan.contrast_scale > 0 else None
+        rivals = {"contrasts": None}
+        if plan.contrast_scale > 0:
+            pairs = [demo_contrasts(s, plan) for s in specs]
+            rivals = {"contrasts": [p[0] for p in pairs], "contrast_weights": [p[1] for p in pairs]}
         outputs = {
-            "t2v": pipe(prompts, config=gen, contrasts=contrasts),
-            "i2v": pipe(prompts, image=real[:, :, 0], config=gen, contrasts=contrasts),
+            "t2v": pipe(prompts, config=gen, **rivals),
+            "i2v": pipe(prompts, image=real[:, :, 0], config=gen, **rivals),
             "vae reconstruction": vae.decode(vae.encode(real), plan.frames),
             "real": real,
         }

@@ -40,11 +40,18 @@ def cfg_combine(v_cond: Tensor, v_uncond: Tensor, scale: float, rescale: float =
     return rescale * guided * (std_cond / std_guided) + (1 - rescale) * guided
 
 
-def contrast_term(v_cond: Tensor, v_contrast: Tensor, owner: Tensor, scale: float) -> Tensor:
+def contrast_term(
+    v_cond: Tensor,
+    v_contrast: Tensor,
+    owner: Tensor,
+    scale: float,
+    weights: Tensor | None = None,
+) -> Tensor:
     """scale * (v_cond - the mean of each sample's contrast velocities), shape (B, ...).
 
     `v_contrast` (N, ...) holds one row per contrast prompt, `owner` (N,) the index in
-    [0, B) of the sample it belongs to; every sample needs at least one row.
+    [0, B) of the sample it belongs to; every sample needs at least one row. `weights` (N,),
+    positive, makes the mean a weighted one (a weight of 2 counts a row twice).
     """
     batch = v_cond.shape[0]
     if v_contrast.shape[1:] != v_cond.shape[1:] or owner.shape != v_contrast.shape[:1]:
@@ -55,6 +62,17 @@ def contrast_term(v_cond: Tensor, v_contrast: Tensor, owner: Tensor, scale: floa
     counts = torch.bincount(owner, minlength=batch)
     if counts.numel() != batch or bool((counts == 0).any()):
         raise DiTError(f"every sample needs at least one contrast row; counts per sample {counts}")
-    total = torch.zeros_like(v_cond).index_add_(0, owner, v_contrast)
-    shape = (batch,) + (1,) * (v_cond.dim() - 1)
-    return scale * (v_cond - total / counts.view(shape).to(v_cond.dtype))
+    if weights is None:
+        weights = torch.ones(len(owner), dtype=v_cond.dtype, device=v_cond.device)
+    elif weights.shape != owner.shape or not bool((weights > 0).all()):
+        raise DiTError(
+            f"contrast weights {tuple(weights.shape)} must be positive, one per contrast row "
+            f"({tuple(owner.shape)})"
+        )
+    weights = weights.to(device=v_cond.device, dtype=v_cond.dtype)
+    shape = (-1,) + (1,) * (v_cond.dim() - 1)
+    total = torch.zeros_like(v_cond).index_add_(0, owner, v_contrast * weights.view(shape))
+    norm = torch.zeros(batch, dtype=v_cond.dtype, device=v_cond.device).index_add_(
+        0, owner, weights
+    )
+    return scale * (v_cond - total / norm.view(shape))

@@ -194,17 +194,20 @@ class Pipeline:
         *,
         image_latents: Tensor | None = None,
         contrasts: Sequence[Sequence[str]] | None = None,
+        contrast_weights: Sequence[Sequence[float]] | None = None,
     ) -> Tensor:
         """Sample normalised latents (B, C, t, h, w); `image_latents` (B, C, 1, h, w) is held at frame 0.
 
         `contrasts[i]` lists prompt i's contrast prompts (at least one each); the model then
         also runs on every contrast prompt while t is in `config.contrast_interval`.
+        `contrast_weights[i]`, shaped like `contrasts[i]`, weighs them (default all 1).
         """
         if isinstance(prompts, str) or len(prompts) == 0:
             raise PipelineError("prompts must be a non-empty list of strings; wrap one as [prompt]")
         dtype, device = self._model_dtype_device()
         batch = len(prompts)
         owner = self._contrast_owner(contrasts, batch)
+        weights = self._contrast_weights(contrasts, contrast_weights)
         shape = self.latent_shape(config.num_frames, config.height, config.width)
         x = self.initial_noise(batch, shape, config.seed).to(device, dtype)
         cond_mask = None
@@ -267,7 +270,7 @@ class Pipeline:
                 v_guided = v_cond
             if contrast:
                 v_guided = v_guided + contrast_term(
-                    v_cond, v[batch * copies :], owner, config.contrast_scale
+                    v_cond, v[batch * copies :], owner, config.contrast_scale, weights
                 )
             x = sampler.step(v_guided, t, x)
             if image_latents is not None:
@@ -297,6 +300,29 @@ class Pipeline:
             owner += [i] * len(group)
         return torch.tensor(owner)
 
+    @staticmethod
+    def _contrast_weights(
+        contrasts: Sequence[Sequence[str]] | None,
+        weights: Sequence[Sequence[float]] | None,
+    ) -> Tensor | None:
+        """The flattened weight of every contrast prompt (None: all 1)."""
+        if weights is None:
+            return None
+        if contrasts is None or len(weights) != len(contrasts):
+            raise PipelineError(
+                "contrast_weights needs contrasts and one list of weights per prompt, shaped "
+                "like contrasts"
+            )
+        flat = []
+        for i, (group, w) in enumerate(zip(contrasts, weights)):
+            if len(w) != len(group) or not all(float(x) > 0 for x in w):
+                raise PipelineError(
+                    f"contrast_weights[{i}] must hold one positive weight per contrast prompt "
+                    f"({len(group)}), got {list(w)}"
+                )
+            flat += [float(x) for x in w]
+        return torch.tensor(flat)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -305,12 +331,13 @@ class Pipeline:
         image: Tensor | None = None,
         config: GenerationConfig | None = None,
         contrasts: Sequence[Sequence[str]] | None = None,
+        contrast_weights: Sequence[Sequence[float]] | None = None,
         **overrides: object,
     ) -> Tensor:
         """Videos (B, 3, T, H, W) in [-1, 1]; `image` (B, 3, H, W) in [-1, 1] makes it i2v.
 
         Keyword overrides change single fields of `config` (`num_steps=10`, `seed=3`);
-        `contrasts` as in `sample_latents`.
+        `contrasts` and `contrast_weights` as in `sample_latents`.
         """
         config = replace(config or GenerationConfig(), **overrides)
         image_latents = None
@@ -323,7 +350,11 @@ class Pipeline:
                 )
             image_latents = self.codec.encode(image.unsqueeze(2))  # (B, C, 1, h, w)
         latents = self.sample_latents(
-            prompts, config, image_latents=image_latents, contrasts=contrasts
+            prompts,
+            config,
+            image_latents=image_latents,
+            contrasts=contrasts,
+            contrast_weights=contrast_weights,
         )
         video = self.codec.decode(latents)  # (B, 3, T, H, W)
         logger.info("generated %d video(s) of shape %s", len(prompts), tuple(video.shape[1:]))
