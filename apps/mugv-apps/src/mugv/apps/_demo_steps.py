@@ -430,10 +430,10 @@ def generate_stage(
         prompts = [t.captions[0] for t in chunk]
         real = clips_to_batch([t.clip for t in chunk])  # (B, 3, T, H, W)
         specs = [SceneSpec.from_dict(t.clip.metadata["spec"]) for t in chunk]
-        rivals = {"contrasts": None}
+        contrasts = weights = None
         if plan.contrast_scale > 0:
-            pairs = [demo_contrasts(s, plan) for s in specs]
-            rivals = {"contrasts": [p[0] for p in pairs], "contrast_weights": [p[1] for p in pairs]}
+            contrasts, weights = map(list, zip(*(demo_contrasts(s, plan) for s in specs)))
+        rivals = {"contrasts": contrasts, "contrast_weights": weights}
         outputs = {
             "t2v": pipe(prompts, config=gen, **rivals),
             "i2v": pipe(prompts, image=real[:, :, 0], config=gen, **rivals),

@@ -238,6 +238,8 @@ class Pipeline:
         rows = torch.arange(batch, device=device).repeat(copies)
         if owner is not None:
             owner = owner.to(device)
+            if weights is not None:
+                weights = weights.to(device, dtype)  # once, not at every step
             rows = torch.cat([rows, owner])
         fps = torch.full((len(rows),), float(config.fps), device=device, dtype=dtype)
         lo, hi = config.contrast_interval

@@ -28,8 +28,8 @@ class SpatialConfig:
     """SD/SDXL-style 2D autoencoder; ``len(block_out_channels) - 1`` stride-2 downsamples.
 
     The encoder stops after its mid block (``block_out_channels[-1]`` features at 1/`downsample`
-    of the input size); the decoder starts at its mid block. ``scaling_factor`` multiplies the features handed to the
-    temporal stage (the reference keeps SD's 0.18215).
+    of the input size); the decoder starts at its mid block. ``scaling_factor`` multiplies the
+    features handed to the temporal stage (the reference keeps SD's 0.18215).
     """
 
     in_channels: int = 3
