@@ -157,6 +157,21 @@ def test_cfg_scale_one_equals_conditional_forward(dist, encoder):
     assert not torch.allclose(guided, out)
 
 
+def test_bf16_sampling_is_the_fp32_sampling_in_bf16_precision(dist, encoder):
+    """precision="bf16" runs the real MUGDiT under autocast (the result moves by bf16 rounding,
+    not more) and hands back latents in the model's dtype."""
+    model = make_model()
+    pipe = Pipeline(model, PoolCodec(), encoder)
+    cfg = GenerationConfig(num_frames=9, height=32, width=32, num_steps=4, seed=1)
+    prompts = ["a red circle moves left", "a blue square"]
+    fp32 = pipe.sample_latents(prompts, cfg)
+    bf16 = pipe.sample_latents(prompts, GenerationConfig(**{**vars(cfg), "precision": "bf16"}))
+    assert bf16.dtype == fp32.dtype == torch.float32
+    assert not torch.equal(bf16, fp32)  # autocast did run
+    error = (bf16 - fp32).norm() / fp32.norm()
+    assert error < 0.02, f"bf16 sampling is {error:.3f} (relative) away from fp32"
+
+
 @pytest.mark.parametrize("negative", ["blurry", None])
 def test_contrast_guidance_with_mugdit_batches_like_singles(dist, encoder, negative):
     """The real MUGDiT with packed text of different lengths: a batch of two prompts with one

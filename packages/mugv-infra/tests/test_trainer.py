@@ -22,6 +22,7 @@ from mugv.infra import (
     fast_bf16,
     latest_checkpoint,
     lr_at,
+    meter,
     peak_flops,
     single_process,
 )
@@ -123,7 +124,35 @@ def test_fast_bf16_follows_the_hardware():
             flags = f.read()
     except OSError:
         pytest.skip("no /proc/cpuinfo to read the CPU flags from")
-    assert fast_bf16("cpu") == (" amx_tile" in flags)
+    if " amx_tile" in flags:
+        assert fast_bf16("cpu")
+    elif " avx512_bf16" not in flags:
+        assert not fast_bf16("cpu")
+
+
+@pytest.mark.parametrize(
+    "amx, avx512_bf16, speedup, fast",
+    [
+        (True, True, 0.5, True),  # AMX: no measurement needed
+        (False, True, 2.4, True),  # AVX512-BF16 that pays (Zen 4)
+        (False, True, 1.1, False),  # AVX512-BF16 near parity: stay in fp32
+        (False, False, 9.9, False),  # no bf16 instructions: never measured
+    ],
+)
+def test_fast_bf16_measures_avx512_bf16_cpus(monkeypatch, amx, avx512_bf16, speedup, fast):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(meter, "_bf16_gemm_speedup", lambda: speedup)
+    meter._cpu_bf16.cache_clear()
+    try:
+        assert fast_bf16("cpu") is fast
+    finally:
+        meter._cpu_bf16.cache_clear()
+
+
+def test_bf16_gemm_speedup_is_a_timing_ratio():
+    ratio = meter._bf16_gemm_speedup(rounds=1, repeats=1)
+    assert math.isfinite(ratio) and ratio > 0
 
 
 def _mlp_run(tmp_path, *, compile: bool, steps: int):
