@@ -73,6 +73,10 @@ def test_generate_with_contrasts_changes_the_video(tmp_path, tiny_checkpoints):
     contrast = read_video(tmp_path / "contrast.mp4").frames
     assert plain.shape == contrast.shape == (9, 32, 32, 3)
     assert abs(plain.astype(int) - contrast.astype(int)).max() > 0
+    bf16 = tmp_path / "bf16.mp4"
+    assert main([*base, "--precision", "bf16", "-o", str(bf16)]) == 0
+    moved = abs(read_video(bf16).frames.astype(int) - plain.astype(int))
+    assert moved.mean() < 2.0, f"bf16 sampling moved pixels by {moved.mean():.2f} on average"
 
 
 def test_generate_takes_patch_and_length_from_the_checkpoints(tmp_path, tiny_checkpoints, capsys):
