@@ -76,6 +76,43 @@ def test_muon_step_matches_the_definition():
     torch.testing.assert_close(opt.state[w]["momentum_buffer"], buf, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_muon_bf16_switch_picks_the_iteration_dtype(bf16):
+    """`bf16=False` steps a float32 matrix by the float32 iteration exactly; `bf16=True` by the
+    bf16 iteration (what GPUs and fast-bf16 CPUs run), within bf16's rounding of it."""
+    g = torch.Generator().manual_seed(2)
+    w0 = torch.randn(24, 40, generator=g)
+    grad = torch.randn(24, 40, generator=g)
+    w = torch.nn.Parameter(w0.clone())
+    opt = Muon([w], lr=0.01, momentum=0.9, ns_steps=5, bf16=bf16)
+    w.grad = grad.clone()
+    opt.step()
+    update = 0.1 * grad + 0.9 * (0.1 * grad)  # Nesterov look-ahead from a zero buffer
+    scale = 0.01 * 0.2 * math.sqrt(40)
+    want = w0 - scale * orthogonalize(update, 5, torch.bfloat16 if bf16 else torch.float32)
+    torch.testing.assert_close(w.detach(), want, rtol=0, atol=1e-6)
+    fp32 = w0 - scale * orthogonalize(update, 5, torch.float32)
+    moved = (w.detach() - fp32).norm() / (w0 - fp32).norm()
+    assert (moved > 1e-3) if bf16 else (moved < 1e-5)
+    assert moved < 0.1
+
+
+def _agreement_rank() -> bool:
+    """Rank 0 finds bf16 fast, rank 1 does not: the wrapper's choice must be the same on both."""
+    import torch.distributed as dist
+
+    from mugv.infra import data_parallel
+
+    rank = dist.get_rank()
+    data_parallel.fast_bf16 = lambda device: rank == 0  # this spawned process only
+    return data_parallel._agreed_fast_bf16(torch.device("cpu"))
+
+
+@pytest.mark.distributed
+def test_ranks_agree_on_the_newton_schulz_dtype():
+    assert run_ranks(_agreement_rank, world_size=2) == [False, False]
+
+
 def test_muon_rejects_vectors():
     with pytest.raises(ValueError, match="2-D weight matrices"):
         Muon([torch.nn.Parameter(torch.zeros(4))])

@@ -24,6 +24,7 @@ from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from mugv.infra._errors import ConfigError
+from mugv.infra.meter import fast_bf16
 from mugv.infra.muon import DEFAULT_MUON_PARAMS, Muon
 
 
@@ -34,6 +35,18 @@ def _all_reduce_grads(grads: list[torch.Tensor], group: dist.ProcessGroup, scale
         flat.mul_(scale)
     for grad, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
         grad.copy_(synced)
+
+
+def _agreed_fast_bf16(device: torch.device) -> bool:
+    """`fast_bf16(device)`, the same on every rank: a CPU measures its bf16 speed per process,
+    and replicas that orthogonalised in different dtypes would drift apart. All ranks call it
+    (a collective when there are several); bf16 only if every rank finds it fast."""
+    fast = fast_bf16(device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        flag = torch.tensor([int(fast)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        fast = bool(flag.item())
+    return fast
 
 
 def muon_matrices(named_params: dict[str, torch.Tensor], pattern: str) -> list[str]:
@@ -100,9 +113,15 @@ class TorchDataParallel:
             eps=eps,
             foreach=True,
         )
-        self.muon = (
-            Muon(muon, lr=lr, ns_steps=muon_ns_steps, weight_decay=weight_decay) if muon else None
-        )
+        self.muon = None
+        if muon:
+            self.muon = Muon(
+                muon,
+                lr=lr,
+                ns_steps=muon_ns_steps,
+                weight_decay=weight_decay,
+                bf16=_agreed_fast_bf16(muon[0].device),
+            )
         self.optimizers: list[torch.optim.Optimizer] = [self.optimizer]
         if self.muon is not None:
             self.optimizers.append(self.muon)

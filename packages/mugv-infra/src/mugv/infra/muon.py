@@ -9,10 +9,12 @@ schedule. Embeddings, output heads, biases, norms and modulation tables stay on 
 Trainer picks the matrices by name (`TrainerConfig.muon_params`).
 
 Matrices of the same shape are orthogonalised together as one batched product. The iteration
-runs in bf16, as the published recipe does, wherever bf16 matrix products are fast
-(`mugv.infra.fast_bf16`: GPUs, AMX CPUs, AVX512-BF16 CPUs where it pays; on two Zen 4 cores a tiny MUGDiT's
-iterations take 41 ms in bf16 against 62 ms in float32), else in float32; float64 weights
-always iterate in float64.
+runs in bf16, as the published recipe does, where bf16 matrix products are fast (`bf16=None`:
+`mugv.infra.fast_bf16`, i.e. GPUs, AMX CPUs and AVX512-BF16 CPUs that measure fast; on two Zen 4
+cores a tiny MUGDiT's iterations take 41 ms in bf16 against 62 ms in float32), else in
+float32; float64 weights always iterate in float64. Data-parallel replicas must agree on it
+(each applies its own update to its copy of the weights): the Trainer's optimizer wrapper
+decides once for all ranks and passes `bf16=`.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ class Muon(torch.optim.Optimizer):
         nesterov: bool = True,
         ns_steps: int = 5,
         weight_decay: float = 0.0,
+        bf16: bool | None = None,
     ) -> None:
         if not 0 <= momentum < 1:
             raise ValueError(f"Muon momentum must be in [0, 1), got {momentum}")
@@ -113,6 +116,7 @@ class Muon(torch.optim.Optimizer):
             weight_decay=weight_decay,
         )
         super().__init__(params, defaults)
+        self.bf16 = bf16
         for group in self.param_groups:
             for p in group["params"]:
                 if p.dim() != 2:
@@ -142,7 +146,8 @@ class Muon(torch.optim.Optimizer):
             for (shape, device, param_dtype), items in by_shape.items():
                 dtype = (
                     torch.bfloat16
-                    if param_dtype != torch.float64 and fast_bf16(device)
+                    if param_dtype != torch.float64
+                    and (fast_bf16(device) if self.bf16 is None else self.bf16)
                     else torch.promote_types(param_dtype, torch.float32)
                 )
                 stacked = torch.stack([u for _, u in items])  # (k, m, n)
