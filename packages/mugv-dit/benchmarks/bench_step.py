@@ -10,7 +10,8 @@ per-round ratios, in wall time and in process CPU time (the latter ignores time 
 machine's other processes take). The attention share is the time inside
 scaled-dot-product attention (forward and backward) over the step's time (profiler, 10 steps).
 A `mugdit_bf16` row runs MUGDiT under bf16 autocast (faster than fp32 only on CPUs with AMX or a
-fast AVX512-BF16, `mugv.infra.fast_bf16`), and with `--compile` a `mugdit_bf16_compiled` row under torch.compile.
+fast AVX512-BF16, `mugv.infra.fast_bf16`), and with `--compile` a `mugdit_bf16_compiled` row
+under torch.compile.
 
     python bench_step.py --out result.json [--config tiny --batch 8 --frames 3 --size 8 --compile]
 """
@@ -246,7 +247,8 @@ def main() -> None:
         f"wall {result['i2v_over_t2v_wall']:.3f}"
     )
     print(
-        f"mugdit bf16 / fp32: wall {result['bf16_over_fp32_wall']:.3f} (fast bf16: {result['fast_bf16']})"
+        f"mugdit bf16 / fp32: wall {result['bf16_over_fp32_wall']:.3f} "
+        f"(fast bf16: {result['fast_bf16']})"
         + (f"; compiling took {compile_s:.0f} s" if compile_s is not None else "")
     )
     with open(args.out, "w") as f:

@@ -296,5 +296,5 @@ def test_config_errors():
         GenerationConfig(contrast_scale=-1.0)
     with pytest.raises(PipelineError, match="contrast_interval must be"):
         GenerationConfig(contrast_interval=(0.8, 0.2))
-    with pytest.raises(PipelineError, match="precision='fp16'; use 'fp32' or 'bf16'"):
+    with pytest.raises(PipelineError, match="precision='fp16'; use 'auto', 'fp32' or 'bf16'"):
         GenerationConfig(precision="fp16")

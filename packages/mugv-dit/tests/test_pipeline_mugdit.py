@@ -157,9 +157,10 @@ def test_cfg_scale_one_equals_conditional_forward(dist, encoder):
     assert not torch.allclose(guided, out)
 
 
-def test_bf16_sampling_is_the_fp32_sampling_in_bf16_precision(dist, encoder):
+def test_bf16_sampling_is_the_fp32_sampling_in_bf16_precision(dist, encoder, monkeypatch):
     """precision="bf16" runs the real MUGDiT under autocast (the result moves by bf16 rounding,
-    not more) and hands back latents in the model's dtype."""
+    not more) and hands back latents in the model's dtype; "auto" is one or the other as
+    `fast_bf16` says."""
     model = make_model()
     pipe = Pipeline(model, PoolCodec(), encoder)
     cfg = GenerationConfig(num_frames=9, height=32, width=32, num_steps=4, seed=1)
@@ -170,6 +171,12 @@ def test_bf16_sampling_is_the_fp32_sampling_in_bf16_precision(dist, encoder):
     assert not torch.equal(bf16, fp32)  # autocast did run
     error = (bf16 - fp32).norm() / fp32.norm()
     assert error < 0.02, f"bf16 sampling is {error:.3f} (relative) away from fp32"
+    from mugv.dit import pipeline
+
+    auto = GenerationConfig(**{**vars(cfg), "precision": "auto"})
+    for fast, want in ((True, bf16), (False, fp32)):
+        monkeypatch.setattr(pipeline, "fast_bf16", lambda device, fast=fast: fast)
+        assert torch.equal(pipe.sample_latents(prompts, auto), want)
 
 
 @pytest.mark.parametrize("negative", ["blurry", None])

@@ -66,7 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=("auto", "fp32", "bf16"),
         default="auto",
         help="the DiT's forward passes in bf16 autocast or fp32; auto (default): bf16 where bf16 "
-        "products are fast on this CPU (AMX, or AVX512-BF16 that measures fast; "
+        "products are fast (GPUs, AMX CPUs, AVX512-BF16 CPUs that measure fast; "
         "mugv.infra.fast_bf16), else fp32",
     )
     p.add_argument("--seed", type=int, default=0, help="seed; the same seed gives the same video")
@@ -132,12 +132,9 @@ def run(args: argparse.Namespace) -> int:
     from mugv.dit import MUGDiT
     from mugv.dit.pipeline import GenerationConfig
     from mugv.dit.text_encoder import HFTextEncoder, default_text_encoder_path
-    from mugv.infra import fast_bf16, single_process
+    from mugv.infra import single_process
     from mugv.vae import VideoVAE
 
-    precision = args.precision
-    if precision == "auto":
-        precision = "bf16" if fast_bf16("cpu") else "fp32"  # the app samples on the CPU
     config = GenerationConfig(
         num_frames=args.frames,
         height=args.height,
@@ -149,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         negative_prompt=args.negative_prompt,
         seed=args.seed,
         contrast_scale=args.contrast_scale,
-        precision=precision,
+        precision=args.precision,
     )
     contrasts = None
     if args.contrast:

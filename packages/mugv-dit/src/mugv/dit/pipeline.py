@@ -30,6 +30,7 @@ from mugv.dit.guidance import cfg_combine, contrast_term
 from mugv.dit.rectified_flow import FlowConfig, RectifiedFlow
 from mugv.dit.samplers import SAMPLERS
 from mugv.dit.text_encoder import TextEncoder
+from mugv.infra.meter import fast_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +73,14 @@ class GenerationConfig:
     contrast_scale: float = 4.0
     contrast_interval: tuple[float, float] = (0.3, 1.0)
     # "bf16" runs the DiT's forward passes under bf16 autocast (the latents, guidance and
-    # sampler steps stay in the model's dtype): for a model trained under bf16 autocast, on
-    # hardware where bf16 products are fast (`mugv.infra.fast_bf16`). "fp32": the model's dtype.
+    # sampler steps stay in the model's dtype); "fp32" in the model's dtype; "auto" is bf16
+    # where the model's device has fast bf16 products (`mugv.infra.fast_bf16`), else fp32.
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
+        if self.precision not in ("auto", "fp32", "bf16"):
             raise PipelineError(
-                f"GenerationConfig.precision={self.precision!r}; use 'fp32' or 'bf16'"
+                f"GenerationConfig.precision={self.precision!r}; use 'auto', 'fp32' or 'bf16'"
             )
         if self.sampler not in SAMPLERS:
             raise PipelineError(
@@ -257,9 +258,8 @@ class Pipeline:
             config.num_steps, ratio=self.flow.ratio(config.height, config.width, shape[0])
         )
         self.model.eval()
-        autocast = torch.autocast(
-            device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"
-        )
+        bf16 = config.precision == "bf16" or (config.precision == "auto" and fast_bf16(device))
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
         for t in sampler.timesteps:
             inside = lo <= float(t) <= hi
             contrast = owner is not None and config.contrast_scale > 0 and inside

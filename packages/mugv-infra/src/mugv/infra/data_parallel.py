@@ -113,15 +113,14 @@ class TorchDataParallel:
             eps=eps,
             foreach=True,
         )
-        self.muon = None
-        if muon:
-            self.muon = Muon(
-                muon,
-                lr=lr,
-                ns_steps=muon_ns_steps,
-                weight_decay=weight_decay,
-                bf16=_agreed_fast_bf16(muon[0].device),
-            )
+        # every rank asks, with or without Muon matrices of its own (a pipeline stage may have
+        # none): the agreement is a collective
+        bf16 = _agreed_fast_bf16(self.params[0].device) if optimizer == "muon" else None
+        self.muon = (
+            Muon(muon, lr=lr, ns_steps=muon_ns_steps, weight_decay=weight_decay, bf16=bf16)
+            if muon
+            else None
+        )
         self.optimizers: list[torch.optim.Optimizer] = [self.optimizer]
         if self.muon is not None:
             self.optimizers.append(self.muon)
