@@ -173,7 +173,7 @@ def test_demo_refuses_ranks_that_do_not_split_the_batch(tmp_path, capsys):
     assert main(["demo", "--smoke", "-o", str(out), "--dit-ranks", "3"]) == 2
     assert not out.exists()  # refused before anything is written
     err = capsys.readouterr().err
-    assert "--dit-ranks 3" in err and "batch of 4" in err
+    assert "--dit-ranks 3" in err and "batches [4]" in err
 
 
 def test_a_stopped_stage_is_not_marked_done_and_resumes(tmp_path, capsys, monkeypatch):

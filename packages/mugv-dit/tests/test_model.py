@@ -11,7 +11,7 @@ from torch import nn
 
 from mugv.dit import DiTConfig, DiTError, MUGDiT, default_spec, dit_config, local_spec, te_spec
 from mugv.dit.adaln import token_modulation
-from mugv.dit.attention import SDPAttention
+from mugv.dit.attention import SHORT_KEYS, SDPAttention, cpu_attention
 from mugv.dit.model import megatron_config
 from mugv.dit.rectified_flow import FlowConfig, RectifiedFlow
 from mugv.dit.specs import ColumnLinear, RowLinear
@@ -125,6 +125,49 @@ def test_compiled_model_equals_eager(model):
     compiled = torch.compile(model, dynamic=False)
     out = compiled(**args, drop_text=drop, num_frames=torch.tensor([2, 1]))
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_regional_compile_equals_eager_with_one_block_graph(model):
+    """`MUGDiT.compile` compiles the blocks, which share one graph and meet one signature:
+    a batch with an image among videos and one without both run it, matching eager."""
+    from torch._dynamo.utils import counters
+
+    args = inputs()
+    args["text_mask"][1, 3:] = False
+    drop = torch.tensor([False, True])
+    frames = [torch.tensor([2, 1]), torch.tensor([2, 2])]
+    expected = [model(**args, drop_text=drop, num_frames=n) for n in frames]
+    keys = set(model.state_dict())
+    torch._dynamo.reset()
+    counters.clear()
+    model.compile(dynamic=False)
+    out = [model(**args, drop_text=drop, num_frames=n) for n in frames]
+    assert counters["stats"]["unique_graphs"] == 1
+    assert set(model.state_dict()) == keys  # checkpoints keep their names
+    for got, want in zip(out, expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("keys", [9, SHORT_KEYS + 3])
+def test_cpu_attention_equals_float64_sdpa(keys):
+    """The explicit product (short keys) and the flash kernel (long) match SDPA in float64,
+    masked keys included, forward and backward."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, n, 8, generator=g) for n in (5, keys, keys))
+    allowed = torch.ones(2, 1, 1, keys, dtype=torch.bool)
+    allowed[1, ..., keys // 2 :] = False
+    grad = torch.randn(2, 3, 5, 8, generator=g)
+    results = []
+    for attend, dtype in ((cpu_attention, torch.float32), (None, torch.float64)):
+        leaves = [t.to(dtype).detach().requires_grad_() for t in (q, k, v)]
+        if attend is None:
+            out = torch.nn.functional.scaled_dot_product_attention(*leaves, attn_mask=allowed)
+        else:
+            out = attend(*leaves, allowed)
+        out.backward(grad.to(dtype))
+        results.append([out, *(t.grad for t in leaves)])
+    for got, want in zip(*results):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
 
 
 def test_fixed_signature_loss_equals_the_default(model):

@@ -241,6 +241,7 @@ def train_dit_stage(
     name: str,
     frames: int,
     steps: int,
+    batch: int,
     seed: int,
     encoded: dict[int, LatentClips],
     ranks: int = 1,
@@ -249,7 +250,7 @@ def train_dit_stage(
     latents between the stages of one run.
 
     With ``ranks > 1`` the stage trains data-parallel on that many spawned gloo ranks of one
-    thread each (each rank takes ``plan.dit_batch / ranks`` of every batch, the same global
+    thread each (each rank takes ``batch / ranks`` of every batch, the same global
     batch). On two cores one process of two threads is the faster layout (no gradient
     all-reduce, no start-up per stage), so the demo trains in its own process by default.
     """
@@ -265,6 +266,7 @@ def train_dit_stage(
         "plan": plan,
         "name": name,
         "steps": steps,
+        "batch": batch,
         "data_seed": seed,
         "dataset": dataset,
         "text_dim": encoder.dim,
@@ -292,6 +294,7 @@ def _fit_dit(
     plan: DemoPlan,
     name: str,
     steps: int,
+    batch: int,
     data_seed: int,
     dataset: LatentTextDataset,
     text_dim: int,
@@ -324,16 +327,21 @@ def _fit_dit(
         optimizer=plan.dit_optimizer,
         muon_ns_steps=plan.dit_muon_ns_steps,
         precision=dit_precision(plan),
-        compile=plan.dit_compile,
+        compile=name in plan.dit_compile,
         checkpoint_dir=str(out / "checkpoints" / f"dit-{slug}"),
         checkpoint_every=200,
         keep_last=1,
         log_every=50,
     )
     curve = _Curve(steps)
-    batch = plan.dit_batch // info.data_size
     trainer = train_dit(
-        model, dataset, config, info=info, batch_size=batch, flow=_flow(plan), seed=data_seed
+        model,
+        dataset,
+        config,
+        info=info,
+        batch_size=batch // info.data_size,
+        flow=_flow(plan),
+        seed=data_seed,
     )
     step = trainer.fit(curve)
     if step < steps:

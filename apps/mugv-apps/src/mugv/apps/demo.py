@@ -25,7 +25,7 @@ from mugv.apps._config import AppError
 
 @dataclass(frozen=True, kw_only=True)
 class DemoPlan:
-    """How big each stage is. `curriculum` lists (name, pixel frames, steps) in order."""
+    """How big each stage is. `curriculum` lists (name, pixel frames, steps, batch) in order."""
 
     height: int = 64
     width: int = 64
@@ -69,12 +69,16 @@ class DemoPlan:
     dit_hidden: int = 192
     dit_heads: int = 4
     dit_depth: int = 4
-    curriculum: tuple[tuple[str, int, int], ...] = (
-        ("images", 1, 300),
-        ("short clips", 9, 500),
-        ("clips", 17, 1250),
+    # The clips stage trains compiled (`dit_compile`) at batch 16: on two Zen 4 cores 2,500
+    # steps x 16 take about the time 1,250 x 32 took eager, and scored t2v colour+shape 0.67
+    # (held-out 0.62), i2v 0.83 (held-out 0.81) on the report's 48 prompts against 0.60 (0.54)
+    # and 0.79 (0.81); 1,550 x 32 compiled, the same time, 0.60 (0.58) and 0.75 (0.65)
+    # (docs/packages/dit-generation.md, "Compiled blocks and the clip batch").
+    curriculum: tuple[tuple[str, int, int, int], ...] = (
+        ("images", 1, 300, 32),
+        ("short clips", 9, 500, 32),
+        ("clips", 17, 2500, 16),
     )
-    dit_batch: int = 32
     dit_lr: float = 3e-3
     # Muon on the blocks' weight matrices, AdamW on the embedders, tables and head
     # (`TrainerConfig.optimizer`): at the same steps text-to-video colour+shape went from
@@ -85,11 +89,12 @@ class DemoPlan:
     dit_muon_ns_steps: int = 5
     # "auto": bf16 autocast where bf16 matrix products are fast (`mugv.infra.fast_bf16`: GPUs,
     # CPUs with AMX or AVX512-BF16; 0.83x the fp32 clip step on two AMX cores, ~0.8x on two Zen 4
-    # cores, where Muon's Newton-Schulz runs in bf16 too), else fp32. `dit_compile` runs the
-    # DiT under torch.compile: 0.61x the fp32 step in bf16, but a fresh machine spends 40-80 s
-    # compiling each stage, about what it saves at these step counts, so it is off here.
+    # cores, where Muon's Newton-Schulz runs in bf16 too), else fp32.
     dit_precision: str = "auto"
-    dit_compile: bool = False
+    # Stages (by name) whose DiT blocks run under torch.compile (`MUGDiT.compile`, one block
+    # graph per stage): ~0.8x the bf16 clip step on two Zen 4 cores for 30-40 s of compiling
+    # on a fresh machine, so only a stage of ~1,000 steps or more earns it back.
+    dit_compile: tuple[str, ...] = ("clips",)
     sample_steps: int = 25
     guidance: float = 4.0
     # Contrast guidance (`mugv.dit.guidance.contrast_term`) against each test prompt with its
@@ -128,8 +133,8 @@ PLANS = {
         dit_hidden=24,
         dit_heads=2,
         dit_depth=1,
-        curriculum=(("images", 1, 2), ("short clips", 9, 2), ("clips", 17, 2)),
-        dit_batch=4,
+        curriculum=(("images", 1, 2, 4), ("short clips", 9, 2, 4), ("clips", 17, 2, 4)),
+        dit_compile=(),
         sample_steps=2,
     ),
     "fast": DemoPlan(
@@ -137,7 +142,8 @@ PLANS = {
         test_prompts=24,
         vae_spatial_steps=600,
         vae_temporal_steps=30,
-        curriculum=(("images", 1, 200), ("short clips", 9, 300), ("clips", 17, 800)),
+        curriculum=(("images", 1, 200, 32), ("short clips", 9, 300, 32), ("clips", 17, 800, 32)),
+        dit_compile=(),
     ),
     "standard": DemoPlan(),
     # The standard plan with four times the clip steps: the accuracy goals, met, in about 33
@@ -146,7 +152,9 @@ PLANS = {
     # 2,500 / 5,000 clip steps gave held-out t2v colour+shape 0.54 / 0.77 / 0.96 (motion 0.96 /
     # 0.96 / 1.00) and i2v 0.81 / 0.81 / 0.92; on 96 other prompts t2v 0.48 / 0.67 / 0.96
     # (docs/packages/dit-generation.md, "Clip steps, composed captions, image-first sampling").
-    "full": DemoPlan(curriculum=(("images", 1, 300), ("short clips", 9, 500), ("clips", 17, 5000))),
+    "full": DemoPlan(
+        curriculum=(("images", 1, 300, 32), ("short clips", 9, 500, 32), ("clips", 17, 5000, 32))
+    ),
 }
 
 
@@ -212,10 +220,11 @@ class _Stages:
 
 def _dit_ranks(args: argparse.Namespace, plan: DemoPlan) -> int:
     ranks = args.dit_ranks
-    if ranks < 1 or plan.dit_batch % ranks:
+    batches = sorted({batch for *_, batch in plan.curriculum})
+    if ranks < 1 or any(batch % ranks for batch in batches):
         raise AppError(
-            f"--dit-ranks {ranks}: the DiT batch of {plan.dit_batch} must split evenly over the "
-            "ranks; use a divisor of it (1 trains in this process)"
+            f"--dit-ranks {ranks}: the DiT batches {batches} must split evenly over the ranks; "
+            "use a common divisor of them (1 trains in this process)"
         )
     return ranks
 
@@ -264,8 +273,9 @@ def run(args: argparse.Namespace) -> int:
             f"patch {tuple(plan.dit_patch)}, hidden {plan.dit_hidden}, "
             f"{plan.dit_heads} heads, depth {plan.dit_depth}, trained in "
             f"{steps.dit_precision(plan)}"
-            f"{' (compiled)' if plan.dit_compile else ''}; curriculum "
-            + ", ".join(f"{n} ({f} frames, {s} steps)" for n, f, s in plan.curriculum)
+            + (f" (compiled: {', '.join(plan.dit_compile)})" if plan.dit_compile else "")
+            + "; curriculum "
+            + ", ".join(f"{n} ({f} frames, {s} steps x {b})" for n, f, s, b in plan.curriculum)
             + f"; {plan.sample_steps} Euler steps, CFG {plan.guidance}"
             + (
                 f", contrast guidance {plan.contrast_scale:g} against the prompt with its "
@@ -310,12 +320,12 @@ def _train_and_generate(
         encoder = steps.text_encoder()
         curves = dict(vae_result["curves"])
         encoded: dict = {}  # the video stages share one encoding of the clips
-        for name, frames, n_steps in plan.curriculum:
+        for name, frames, n_steps, batch in plan.curriculum:
             stage = f"dit {name}"
             train = functools.partial(
                 steps.train_dit_stage,
                 *(world, vae, encoder, plan, out, info),
-                *(name, frames, n_steps, args.seed, encoded),
+                *(name, frames, n_steps, batch, args.seed, encoded),
                 ranks=ranks,
             )
             result = stages.run(stage, train)

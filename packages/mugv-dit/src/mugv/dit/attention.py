@@ -21,6 +21,24 @@ from torch import Tensor, nn
 from mugv.dit.parallel import SequenceSharding
 from mugv.dit.rope3d import apply_rope
 
+SHORT_KEYS = 128
+"""Up to this many keys, `cpu_attention` multiplies out the score matrix instead of calling
+PyTorch's flash kernel: at a tiny DiT's shapes (32 x 4 heads x 50 tokens of 48) forward and
+backward take 2.6 ms against 4.1 ms; at 200 keys the two are even, beyond it flash wins."""
+
+
+def cpu_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None) -> Tensor:
+    """softmax(q k^T / sqrt(D)) v on (B, heads, s, D); `allowed` (B, 1, 1, s_k) True = attend.
+
+    Short key sequences take the explicit product (cheaper on CPU, see `SHORT_KEYS`), longer
+    ones `scaled_dot_product_attention`; both give SDPA's result to rounding."""
+    if k.shape[-2] > SHORT_KEYS:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (B, heads, s_q, s_k)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return scores.softmax(dim=-1) @ v
+
 
 class SDPAttention(MegatronModule):
     """Core attention with `torch.nn.functional.scaled_dot_product_attention` (CPU and GPU).
@@ -54,15 +72,12 @@ class SDPAttention(MegatronModule):
             attention_mask = attention_mask[1]
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # (B, heads, s, D)
         allowed = None if attention_mask is None else ~attention_mask
-        if q.device.type == "cpu" and (
-            q.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu")
-        ):
+        if q.device.type == "cpu":
             # on CPU the bf16 attention kernels run behind fp32 (the backward ~8x at a tiny
-            # DiT's shapes): attend in fp32 and hand back the caller's dtype
+            # DiT's shapes): attend in fp32 (or float64) and hand back the caller's dtype
+            work = torch.float64 if q.dtype == torch.float64 else torch.float32
             with torch.autocast("cpu", enabled=False):
-                out = F.scaled_dot_product_attention(
-                    q.float(), k.float(), v.float(), attn_mask=allowed
-                ).to(q.dtype)
+                out = cpu_attention(q.to(work), k.to(work), v.to(work), allowed).to(q.dtype)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, heads, s_q, D)
         return out.permute(2, 0, 1, 3).flatten(2)  # (s_q, B, heads*D)

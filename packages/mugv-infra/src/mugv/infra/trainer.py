@@ -59,12 +59,13 @@ class TrainerConfig:
     ema_decay: float | None = None
     recompute: bool = False
     precision: Literal["auto", "bf16", "fp32"] = "auto"
-    # torch.compile the model in place (`nn.Module.compile`, static shapes) before the first
-    # step: inductor fuses the elementwise work between the matrix products, which dominates
-    # a small model's step once those run in bf16 (a tiny MUGDiT's forward and backward on
-    # CPU: 1.4x in fp32, 2x with bf16 on AMX). Each new input shape or call signature compiles
-    # once (20-80 s on two cores): keep them few (`mugv.dit.train_dit` pads text to a fixed
-    # length and calls the model the same way on every batch).
+    # torch.compile the model in place before the first step (`model.compile(dynamic=False)`:
+    # `nn.Module.compile`, or the model's own, as `MUGDiT.compile` compiles each block):
+    # inductor fuses the elementwise work between the matrix products, which dominates a small
+    # model's step once those run in bf16 (a tiny MUGDiT's forward and backward on CPU: 1.4x in
+    # fp32, 2x with bf16 on AMX). Each new input shape or call signature compiles once (20-80 s
+    # on two cores): keep them few (`mugv.dit.train_dit` pads text to a fixed length and calls
+    # the model the same way on every batch).
     compile: bool = False
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0
