@@ -8,7 +8,8 @@ t = 0 modulation), shows what the per-token modulation costs. A step is forward,
 backward and AdamW. The models alternate round by round and each ratio is the median of the
 per-round ratios, in wall time and in process CPU time (the latter ignores time the shared
 machine's other processes take). The attention share is the time inside
-scaled-dot-product attention (forward and backward) over the step's time (profiler, 10 steps).
+scaled-dot-product attention (forward and backward) over the step's time (profiler, 10 steps,
+through the SDPA kernel: see `attention_share`).
 A `mugdit_bf16` row runs MUGDiT under bf16 autocast (faster than fp32 only on CPUs with AMX or a
 fast AVX512-BF16, `mugv.infra.fast_bf16`), and with `--compile` a `mugdit_bf16_compiled` row
 under torch.compile.
@@ -108,10 +109,20 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
 
 
 def attention_share(step, steps: int = 10):
+    """Time in the SDPA kernels over the step's time. MUGDiT on CPU multiplies the scores out
+    for short key sequences (`mugv.dit.attention.SHORT_KEYS`), which the profiler cannot tell
+    from the other matrix products, so this runs its steps through the kernel instead: the
+    share of the kernel path, which the explicit one undercuts (1.6-2x at <= 128 keys)."""
+    from mugv.dit import attention
+
+    short_keys, attention.SHORT_KEYS = attention.SHORT_KEYS, 0
     acts = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=acts) as prof:
-        for _ in range(steps):
-            step()
+    try:
+        with torch.profiler.profile(activities=acts) as prof:
+            for _ in range(steps):
+                step()
+    finally:
+        attention.SHORT_KEYS = short_keys
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     attn = sum(e.self_cpu_time_total for e in events if "scaled_dot_product" in e.key)
