@@ -129,19 +129,25 @@ def test_compiled_model_equals_eager(model):
 
 def test_regional_compile_equals_eager_with_one_block_graph(model):
     """`MUGDiT.compile` compiles the blocks, which share one graph and meet one signature:
-    a batch with an image among videos and one without both run it, matching eager."""
+    a batch with an image among videos, one without, and one with no text padding all run
+    it, matching eager."""
     from torch._dynamo.utils import counters
 
     args = inputs()
     args["text_mask"][1, 3:] = False
     drop = torch.tensor([False, True])
-    frames = [torch.tensor([2, 1]), torch.tensor([2, 2])]
-    expected = [model(**args, drop_text=drop, num_frames=n) for n in frames]
+    full_text = dict(args, text_mask=torch.ones_like(args["text_mask"]))  # nothing to mask
+    calls = [
+        (args, torch.tensor([2, 1])),
+        (args, torch.tensor([2, 2])),
+        (full_text, torch.tensor([2, 2])),
+    ]
+    expected = [model(**a, drop_text=drop, num_frames=n) for a, n in calls]
     keys = set(model.state_dict())
     torch._dynamo.reset()
     counters.clear()
     model.compile(dynamic=False)
-    out = [model(**args, drop_text=drop, num_frames=n) for n in frames]
+    out = [model(**a, drop_text=drop, num_frames=n) for a, n in calls]
     assert counters["stats"]["unique_graphs"] == 1
     assert set(model.state_dict()) == keys  # checkpoints keep their names
     for got, want in zip(out, expected):
