@@ -223,11 +223,14 @@ def _stage_clips(
     of this run) and keep their first latent frames: exact, since the VAE encodes each group of
     frames on its own (latent 0 is frame 0 as an image).
     """
+    bf16 = dit_precision(plan) == "bf16"  # the latents at the precision the DiT trains at
     if frames == 1:
-        return world_latents(world, vae, encoder, 1, progress="encode stills"), None
+        return world_latents(world, vae, encoder, 1, progress="encode stills", bf16=bf16), None
     if plan.frames not in encoded:
         progress = f"encode {plan.frames}-frame clips"
-        encoded[plan.frames] = world_latents(world, vae, encoder, plan.frames, progress=progress)
+        encoded[plan.frames] = world_latents(
+            world, vae, encoder, plan.frames, progress=progress, bf16=bf16
+        )
     return encoded[plan.frames], (frames - 1) // vae.config.group_frames + 1
 
 

@@ -69,16 +69,21 @@ class DemoPlan:
     dit_hidden: int = 192
     dit_heads: int = 4
     dit_depth: int = 4
-    # The clips stage trains compiled (`dit_compile`) at batch 16: on two Zen 4 cores 2,500
-    # steps x 16 take about the time 1,250 x 32 took eager, and scored t2v colour+shape 0.67
-    # (held-out 0.62), i2v 0.83 (held-out 0.81) on the report's 48 prompts against 0.60 (0.54)
-    # and 0.79 (0.81); 1,550 x 32 compiled, the same time, 0.60 (0.58) and 0.75 (0.65). A
-    # fresh run of this plan (13 min 38 s): held-out t2v 0.69 / motion 0.77, i2v 0.69 / 1.00
-    # (docs/packages/dit-generation.md, "Compiled blocks and the clip batch").
+    # The clips stage gets the time: on its world (seed 0, the report's 48 prompts) held-out
+    # t2v colour+shape went 0.54 / 0.77 / 0.96 with 1,250 / 2,500 / 5,000 clip steps of 32,
+    # and at a fixed time more samples beat more steps (2,500 x 16 compiled: 0.62). The short
+    # clips earn little of their time: images then 2,600 x 32 clips and no short clips scored
+    # held-out t2v 0.85 / motion 0.92, i2v 0.73, where 500 short-clip steps then 2,500 x 32
+    # clips scored 0.77 / 0.96 / 0.81. So a brief short-clips stage (150 steps) stays between
+    # the stills and the clips, the 17-frame clips are encoded in bf16 (~25 s less), and the
+    # clips stage trains compiled at batch 32. Fresh runs on two Zen 4 cores: 14 min 16 s
+    # (held-out t2v 0.73 / 0.96, i2v 0.88 / 1.00); with 2,500 clip steps 14 min 26 s (0.77 /
+    # 0.96, 0.88 / 1.00), too near the 15 minutes (docs/packages/dit-generation.md, "Where
+    # the clip steps come from").
     curriculum: tuple[tuple[str, int, int, int], ...] = (
         ("images", 1, 300, 32),
-        ("short clips", 9, 500, 32),
-        ("clips", 17, 2500, 16),
+        ("short clips", 9, 150, 32),
+        ("clips", 17, 2400, 32),
     )
     dit_lr: float = 3e-3
     # Muon on the blocks' weight matrices, AdamW on the embedders, tables and head
@@ -147,13 +152,13 @@ PLANS = {
         dit_compile=(),
     ),
     "standard": DemoPlan(),
-    # The standard plan with 5,000 clip steps of 32 (compiled): the accuracy goals, met, in
-    # 24 min 4 s on two Zen 4 cores (clips stage 1,076 s; held-out t2v colour+shape 0.88,
-    # motion 1.00, i2v 0.92). What the 15-minute plan lacks is DiT compute on clips: on its
-    # world (seed 0, the report's 48 prompts, 26 held-out) 1,250 / 2,500 / 5,000 clip steps of
-    # 32 gave held-out t2v colour+shape 0.54 / 0.77 / 0.96 (motion 0.96 / 0.96 / 1.00) and i2v
-    # 0.81 / 0.81 / 0.92 (docs/packages/dit-generation.md, "Clip steps, composed captions,
-    # image-first sampling").
+    # The standard plan with 500 short-clip steps and 5,000 clip steps of 32 (compiled): the
+    # accuracy goals, met, in 24 min 4 s on two Zen 4 cores (clips stage 1,076 s; held-out t2v
+    # colour+shape 0.88, motion 1.00, i2v 0.92). What the 15-minute plan lacks is DiT compute
+    # on clips: on its world (seed 0, the report's 48 prompts, 26 held-out) 1,250 / 2,500 /
+    # 5,000 clip steps of 32 gave held-out t2v colour+shape 0.54 / 0.77 / 0.96 (motion 0.96 /
+    # 0.96 / 1.00) and i2v 0.81 / 0.81 / 0.92 (docs/packages/dit-generation.md, "Clip steps,
+    # composed captions, image-first sampling").
     "full": DemoPlan(
         curriculum=(("images", 1, 300, 32), ("short clips", 9, 500, 32), ("clips", 17, 5000, 32))
     ),
