@@ -76,14 +76,19 @@ class DemoPlan:
     # held-out t2v 0.85 / motion 0.92, i2v 0.73, where 500 short-clip steps then 2,500 x 32
     # clips scored 0.77 / 0.96 / 0.81. So a brief short-clips stage (150 steps) stays between
     # the stills and the clips, the 17-frame clips are encoded in bf16 (~25 s less), and the
-    # clips stage trains compiled at batch 32. Fresh runs on two Zen 4 cores: 14 min 16 s
-    # (held-out t2v 0.73 / 0.96, i2v 0.88 / 1.00); with 2,500 clip steps 14 min 26 s (0.77 /
-    # 0.96, 0.88 / 1.00), too near the 15 minutes (docs/packages/dit-generation.md, "Where
-    # the clip steps come from").
+    # clips stage trains compiled at batch 32 (docs/packages/dit-generation.md, "Where the
+    # clip steps come from"). Held-out compositions fail on the shape: the model draws the
+    # shape it learnt in that colour. Stills teach that binding at a third of a clip's tokens:
+    # 900 image steps and 2,150 clip steps (the DiT seconds of 300 and 2,400) took held-out
+    # t2v colour+shape from 0.73 / 0.74 (seeds 0 / 1) to 0.88 / 0.95 and 0.77 on a fresh
+    # seed-0 run, and held-out i2v from 0.88 / 1.00 to 0.77 / 0.89 / 0.77: i2v gets its shape
+    # from the first frame and its clips from the clip steps. Fresh run on two Zen 4 cores:
+    # 14 min 20 s (docs/packages/dit-generation.md, "Binding a shape to a colour it never
+    # came with").
     curriculum: tuple[tuple[str, int, int, int], ...] = (
-        ("images", 1, 300, 32),
+        ("images", 1, 900, 32),
         ("short clips", 9, 150, 32),
-        ("clips", 17, 2400, 32),
+        ("clips", 17, 2150, 32),
     )
     dit_lr: float = 3e-3
     # Muon on the blocks' weight matrices, AdamW on the embedders, tables and head
@@ -152,13 +157,14 @@ PLANS = {
         dit_compile=(),
     ),
     "standard": DemoPlan(),
-    # The standard plan with 500 short-clip steps and 5,000 clip steps of 32 (compiled): the
+    # Images 300 x 32, short clips 500 x 32 and clips 5,000 x 32 (compiled), as measured: the
     # accuracy goals, met, in 24 min 4 s on two Zen 4 cores (clips stage 1,076 s; held-out t2v
-    # colour+shape 0.88, motion 1.00, i2v 0.92). What the 15-minute plan lacks is DiT compute
-    # on clips: on its world (seed 0, the report's 48 prompts, 26 held-out) 1,250 / 2,500 /
-    # 5,000 clip steps of 32 gave held-out t2v colour+shape 0.54 / 0.77 / 0.96 (motion 0.96 /
-    # 0.96 / 1.00) and i2v 0.81 / 0.81 / 0.92 (docs/packages/dit-generation.md, "Clip steps,
-    # composed captions, image-first sampling").
+    # colour+shape 0.88, motion 1.00, i2v 0.92). With 300 image steps, what the 15-minute
+    # plan lacked was DiT compute on clips: on its world (seed 0, the report's 48 prompts, 26
+    # held-out) 1,250 / 2,500 / 5,000 clip steps of 32 gave held-out t2v colour+shape 0.54 /
+    # 0.77 / 0.96 (motion 0.96 / 0.96 / 1.00) and i2v 0.81 / 0.81 / 0.92 (docs/packages/
+    # dit-generation.md, "Clip steps, composed captions, image-first sampling"). The standard
+    # plan's 900 image steps are not measured on this one.
     "full": DemoPlan(
         curriculum=(("images", 1, 300, 32), ("short clips", 9, 500, 32), ("clips", 17, 5000, 32))
     ),
