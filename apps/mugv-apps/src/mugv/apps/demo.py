@@ -84,7 +84,9 @@ class DemoPlan:
     # seed-0 run, and held-out i2v from 0.88 / 1.00 to 0.77 / 0.89 / 0.77: i2v gets its shape
     # from the first frame and its clips from the clip steps. Fresh run on two Zen 4 cores:
     # 14 min 20 s (docs/packages/dit-generation.md, "Binding a shape to a colour it never
-    # came with").
+    # came with"). One report is one noise draw: over four draws each, the split's models
+    # read held-out t2v 0.80-0.85 and i2v 0.80-0.88; 300 / 600 image steps read t2v 0.75 /
+    # 0.77 and i2v 0.88 / 0.86, 1,200 read 0.75 / 0.83 ("One report is one draw").
     curriculum: tuple[tuple[str, int, int, int], ...] = (
         ("images", 1, 900, 32),
         ("short clips", 9, 150, 32),
